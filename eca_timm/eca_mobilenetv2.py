@@ -1,0 +1,165 @@
+"""ECA-MobileNetV2 (ECA-Net, CVPR 2020), laid out like timm's EfficientNet-family MobileNetV2.
+
+The official model puts ECA after the projection BN of every inverted residual, also in blocks without a
+residual; timm's ``InvertedResidual`` puts attention before the projection, so the block is defined here.
+The model reuses timm's ``EfficientNet`` methods (features, intermediates, head, grad checkpointing).
+"""
+from functools import partial
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from timm.layers import DropPath, LayerType, create_classifier, get_act_layer, get_norm_act_layer
+from timm.models import register_model, generate_default_cfgs
+from timm.models._efficientnet_builder import efficientnet_init_weights
+from timm.models.efficientnet import EfficientNet
+
+from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
+from .eca import EcaLayer
+
+__all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES']
+
+# MobileNetV2 1.0: (expansion, out channels, blocks, first stride) per stage.
+MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                      (6, 320, 1, 1))
+
+
+class EcaInvertedResidual(nn.Module):
+    """Inverted residual (1x1 expand, 3x3 depthwise, 1x1 project) with ECA after the projection BN."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            stride: int = 1,
+            exp_ratio: float = 6.0,
+            eca_kernel_size: int = 3,
+            act_layer: LayerType = nn.ReLU6,
+            norm_layer: LayerType = nn.BatchNorm2d,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        norm_act_layer = get_norm_act_layer(norm_layer, act_layer)
+        mid_chs = int(round(in_chs * exp_ratio))
+        self.has_skip = stride == 1 and in_chs == out_chs
+        if exp_ratio != 1:
+            self.conv_pw = nn.Conv2d(in_chs, mid_chs, 1, bias=False, **dd)
+            self.bn1 = norm_act_layer(mid_chs, inplace=True, **dd)
+        else:
+            self.conv_pw = nn.Identity()
+            self.bn1 = nn.Identity()
+        self.conv_dw = nn.Conv2d(mid_chs, mid_chs, 3, stride=stride, padding=1, groups=mid_chs, bias=False, **dd)
+        self.bn2 = norm_act_layer(mid_chs, inplace=True, **dd)
+        self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False, **dd)
+        self.bn3 = norm_act_layer(out_chs, apply_act=False, **dd)
+        self.eca = EcaLayer(out_chs, kernel_size=eca_kernel_size, **dd)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.bn1(self.conv_pw(x))
+        x = self.bn2(self.conv_dw(x))
+        x = self.bn3(self.conv_pwl(x))
+        x = self.eca(x)
+        if self.has_skip:
+            x = self.drop_path(x) + shortcut
+        return x
+
+
+class EcaMobileNetV2(EfficientNet):
+    """ECA-MobileNetV2 1.0 with timm's EfficientNet interface.
+
+    Args:
+        num_classes: Classifier classes (0 for no classifier).
+        in_chans: Input channels.
+        eca_kernel_sizes: One odd kernel size per stage (7), one odd int for all, or ``'adaptive'``.
+        drop_rate: Dropout before the classifier (official: 0.25).
+        drop_path_rate: Stochastic depth rate, linear over blocks.
+        global_pool: timm pooling type.
+        act_layer: Activation (official: ReLU6).
+        norm_layer: Normalization layer.
+    """
+
+    def __init__(
+            self,
+            num_classes: int = 1000,
+            in_chans: int = 3,
+            eca_kernel_sizes: StageKernelSizes = RELEASED_KERNEL_SIZES['eca_mobilenetv2'],
+            stem_size: int = 32,
+            num_features: int = 1280,
+            drop_rate: float = 0.25,
+            drop_path_rate: float = 0.,
+            global_pool: str = 'avg',
+            act_layer: LayerType = nn.ReLU6,
+            norm_layer: LayerType = nn.BatchNorm2d,
+            bn_momentum: Optional[float] = None,
+            bn_eps: Optional[float] = None,
+            device=None,
+            dtype=None,
+    ) -> None:
+        kernel_sizes = resolve_stage_kernel_sizes(eca_kernel_sizes, [c for _, c, _, _ in MOBILENETV2_STAGES])
+        # EfficientNet.__init__ would build timm's own blocks, so only nn.Module is initialised and the
+        # attributes EfficientNet's methods read are set below.
+        nn.Module.__init__(self)
+        dd = {'device': device, 'dtype': dtype}
+        bn_args = {k: v for k, v in (('momentum', bn_momentum), ('eps', bn_eps)) if v is not None}
+        norm_layer = partial(norm_layer, **bn_args) if bn_args else norm_layer
+        act_layer = get_act_layer(act_layer)
+        norm_act_layer = get_norm_act_layer(norm_layer, act_layer)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        self.eca_kernel_sizes = kernel_sizes
+
+        self.conv_stem = nn.Conv2d(in_chans, stem_size, 3, stride=2, padding=1, bias=False, **dd)
+        self.bn1 = norm_act_layer(stem_size, inplace=True, **dd)
+
+        num_blocks = sum(n for _, _, n, _ in MOBILENETV2_STAGES)
+        stages, self.feature_info = [], []
+        in_chs, reduction, block_idx = stem_size, 2, 0
+        for stage_idx, ((t, c, n, s), k) in enumerate(zip(MOBILENETV2_STAGES, kernel_sizes)):
+            blocks = []
+            for i in range(n):
+                blocks.append(EcaInvertedResidual(
+                    in_chs, c, stride=s if i == 0 else 1, exp_ratio=t, eca_kernel_size=k, act_layer=act_layer,
+                    norm_layer=norm_layer, drop_path_rate=drop_path_rate * block_idx / num_blocks, **dd))
+                in_chs = c
+                block_idx += 1
+            stages.append(nn.Sequential(*blocks))
+            reduction *= s
+            next_stride = MOBILENETV2_STAGES[stage_idx + 1][3] if stage_idx + 1 < len(MOBILENETV2_STAGES) else 2
+            if next_stride > 1:
+                self.feature_info.append(
+                    dict(stage=stage_idx + 1, reduction=reduction, module=f'blocks.{stage_idx}', num_chs=c))
+        self.blocks = nn.Sequential(*stages)
+        self.stage_ends = [f['stage'] for f in self.feature_info]
+
+        self.conv_head = nn.Conv2d(in_chs, num_features, 1, bias=False, **dd)
+        self.bn2 = norm_act_layer(num_features, inplace=True, **dd)
+        self.num_features = self.head_hidden_size = num_features
+        self.global_pool, self.classifier = create_classifier(
+            self.num_features, self.num_classes, pool_type=global_pool, **dd)
+        efficientnet_init_weights(self)
+
+
+def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
+    return build_eca_model(
+        EcaMobileNetV2, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return eca_cfg(first_conv='conv_stem', classifier='classifier', **kwargs)
+
+
+default_cfgs = generate_default_cfgs({'eca_mobilenetv2.official_in1k': _cfg()})
+
+
+@register_model
+def eca_mobilenetv2(pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
+    """ECA-MobileNetV2 1.0 with the released ECA kernel sizes (1 below 96 channels, else 3)."""
+    return _create_eca_mobilenetv2('eca_mobilenetv2', pretrained, **kwargs)

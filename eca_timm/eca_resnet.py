@@ -1,0 +1,94 @@
+"""ECA-ResNet (ECA-Net, CVPR 2020) on timm's ResNet.
+
+The official blocks are torchvision's ResNet blocks with an ECA layer after the last BN, before the
+residual add; timm's ResNet keeps block attention at ``.se`` in exactly that place. Each stage has its
+own ECA kernel size (the released weights were trained with hand-picked sizes: ``RELEASED_KERNEL_SIZES``).
+"""
+from typing import Any, Dict, Tuple, Type, Union
+
+from timm.models import register_model, generate_default_cfgs
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
+from .eca import EcaLayer
+
+__all__ = ['EcaResNet', 'ECA_RESNET_ARCHS']
+
+# Block and blocks per stage of each depth (kernel sizes: RELEASED_KERNEL_SIZES).
+ECA_RESNET_ARCHS: Dict[str, Dict[str, Any]] = {
+    'eca_resnet18': dict(block=BasicBlock, layers=(2, 2, 2, 2)),
+    'eca_resnet34': dict(block=BasicBlock, layers=(3, 4, 6, 3)),
+    'eca_resnet50': dict(block=Bottleneck, layers=(3, 4, 6, 3)),
+    'eca_resnet101': dict(block=Bottleneck, layers=(3, 4, 23, 3)),
+    'eca_resnet152': dict(block=Bottleneck, layers=(3, 8, 36, 3)),
+}
+
+
+class EcaResNet(ResNet):
+    """timm's ResNet with an ECA layer in every residual block.
+
+    Args:
+        block: Residual block class (timm's ``BasicBlock`` or ``Bottleneck``).
+        layers: Blocks per stage.
+        eca_kernel_sizes: One odd kernel size per stage, one odd int for all stages, or ``'adaptive'``
+            (the paper's rule from each stage's channel count).
+        **kwargs: Any other ``timm.models.resnet.ResNet`` argument.
+    """
+
+    def __init__(
+            self,
+            block: Type[Union[BasicBlock, Bottleneck]],
+            layers: Tuple[int, ...],
+            eca_kernel_sizes: StageKernelSizes = 3,
+            **kwargs: Any,
+    ) -> None:
+        stage_chs = [c * block.expansion for c in kwargs.get('channels', (64, 128, 256, 512))]
+        kernel_sizes = resolve_stage_kernel_sizes(eca_kernel_sizes, stage_chs)  # fail before building
+        super().__init__(block, layers, **kwargs)
+        dd = {'device': kwargs.get('device'), 'dtype': kwargs.get('dtype')}
+        for i, (chs, k) in enumerate(zip(stage_chs, kernel_sizes)):
+            for blk in getattr(self, f'layer{i + 1}'):
+                blk.se = EcaLayer(chs, kernel_size=k, **dd)
+        self.eca_kernel_sizes = kernel_sizes
+
+
+def _create_eca_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaResNet:
+    model_args = dict(ECA_RESNET_ARCHS[variant], eca_kernel_sizes=RELEASED_KERNEL_SIZES[variant])
+    return build_eca_model(EcaResNet, variant, pretrained, **dict(model_args, **kwargs))
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return eca_cfg(first_conv='conv1', classifier='fc', **kwargs)
+
+
+default_cfgs = generate_default_cfgs({f'{name}.official_in1k': _cfg() for name in ECA_RESNET_ARCHS})
+
+
+@register_model
+def eca_resnet18(pretrained: bool = False, **kwargs: Any) -> EcaResNet:
+    """ECA-ResNet-18 with the released per-stage ECA kernel sizes."""
+    return _create_eca_resnet('eca_resnet18', pretrained, **kwargs)
+
+
+@register_model
+def eca_resnet34(pretrained: bool = False, **kwargs: Any) -> EcaResNet:
+    """ECA-ResNet-34 with the released per-stage ECA kernel sizes."""
+    return _create_eca_resnet('eca_resnet34', pretrained, **kwargs)
+
+
+@register_model
+def eca_resnet50(pretrained: bool = False, **kwargs: Any) -> EcaResNet:
+    """ECA-ResNet-50 with the released per-stage ECA kernel sizes."""
+    return _create_eca_resnet('eca_resnet50', pretrained, **kwargs)
+
+
+@register_model
+def eca_resnet101(pretrained: bool = False, **kwargs: Any) -> EcaResNet:
+    """ECA-ResNet-101 with the released per-stage ECA kernel sizes."""
+    return _create_eca_resnet('eca_resnet101', pretrained, **kwargs)
+
+
+@register_model
+def eca_resnet152(pretrained: bool = False, **kwargs: Any) -> EcaResNet:
+    """ECA-ResNet-152 with the released per-stage ECA kernel sizes."""
+    return _create_eca_resnet('eca_resnet152', pretrained, **kwargs)
