@@ -1,0 +1,45 @@
+"""`eca-timm models`: the table a user sees, checked against independently known numbers."""
+import json
+
+import pytest
+
+from eca_timm.cli import main
+
+# Parameter counts: torchvision's ResNet / MobileNetV2 1.0 plus the ECA conv weights (sum of kernel sizes).
+EXPECTED_PARAMS = {
+    'eca_resnet18': 11_689_512 + 44,
+    'eca_resnet34': 21_797_672 + 72,
+    'eca_resnet50': 25_557_032 + 80,
+    'eca_resnet101': 44_549_160 + 157,
+    'eca_resnet152': 60_192_808 + 234,
+    'eca_mobilenetv2': 3_504_872 + 31,
+}
+# torchvision's published GFLOPS (multiply-adds) at 224: ECA adds well under 0.01 GMACs.
+TORCHVISION_GMACS = {'eca_resnet18': 1.81, 'eca_resnet34': 3.66, 'eca_resnet50': 4.09, 'eca_resnet101': 7.80,
+                     'eca_resnet152': 11.51, 'eca_mobilenetv2': 0.30}
+
+
+def test_models_json(capsys):
+    assert main(['models', '--json']) == 0
+    rows = {r['model']: r for r in json.loads(capsys.readouterr().out)}
+    assert set(EXPECTED_PARAMS) <= set(rows)
+    for name, params in EXPECTED_PARAMS.items():
+        row = rows[name]
+        assert row['params'] == params
+        assert row['gmacs'] == pytest.approx(TORCHVISION_GMACS[name], abs=0.01)
+        assert row['gflops'] == pytest.approx(2 * row['gmacs'])
+        assert 'official_in1k' in row['pretrained_tags']
+    assert rows['eca_resnet50']['eca_kernel_sizes'] == [3, 5, 5, 7]
+
+
+def test_models_table(capsys):
+    assert main(['models']) == 0
+    out = capsys.readouterr().out
+    assert '| eca_resnet50 | 25,557,112 | 8.18 | 4.09 | 3,5,5,7 |' in out
+
+
+def test_unknown_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(['nope'])
+    assert e.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

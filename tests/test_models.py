@@ -1,0 +1,249 @@
+"""The plugin's models behave like timm's own: timm's generic model checks, run over every plugin model."""
+import math
+
+import pytest
+import timm
+import torch
+import torchvision
+from timm.models import FeatureInfo
+from timm.models._features_fx import create_feature_extractor, get_graph_node_names
+
+import eca_timm
+from eca_timm import RELEASED_KERNEL_SIZES
+
+MODELS = timm.list_models(module=list(eca_timm.MODEL_MODULES))
+PAPER_MODELS = {
+    'eca_resnet18': 'resnet18', 'eca_resnet34': 'resnet34', 'eca_resnet50': 'resnet50',
+    'eca_resnet101': 'resnet101', 'eca_resnet152': 'resnet152', 'eca_mobilenetv2': 'mobilenet_v2',
+}
+SMALL = 64  # input side for the generic checks
+
+
+def _n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _eca_layers(model: torch.nn.Module):
+    return [m for m in model.modules() if isinstance(m, eca_timm.EcaLayer)]
+
+
+def test_registry():
+    assert set(PAPER_MODELS) <= set(MODELS)
+    for name in PAPER_MODELS:
+        assert timm.is_model(name)
+        assert f'{name}.official_in1k' in timm.list_models(name, include_tags=True)
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_MODELS))
+def test_param_count_is_torchvision_plus_kernel_sizes(name):
+    model = timm.create_model(name, device='meta')
+    reference = getattr(torchvision.models, PAPER_MODELS[name])(weights=None)
+    ks = RELEASED_KERNEL_SIZES[name]
+    if name == 'eca_mobilenetv2':
+        per_stage_blocks = [1, 2, 3, 4, 3, 3, 1]
+    else:
+        per_stage_blocks = [len(getattr(reference, f'layer{i}')) for i in range(1, 5)]
+    assert _n_params(model) == _n_params(reference) + sum(k * n for k, n in zip(ks, per_stage_blocks))
+    assert [m.kernel_size for m in _eca_layers(model)] == [k for k, n in zip(ks, per_stage_blocks) for _ in range(n)]
+
+
+def test_eca_resnet50_exact_param_count():
+    assert _n_params(timm.create_model('eca_resnet50', device='meta')) == 25_557_112
+
+
+def test_mobilenetv2_kernel_rule():
+    model = timm.create_model('eca_mobilenetv2', device='meta')
+    for blk in model.blocks.modules():
+        if isinstance(blk, eca_timm.eca_mobilenetv2.EcaInvertedResidual):
+            assert blk.eca.kernel_size == (1 if blk.conv_pwl.out_channels < 96 else 3)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_backward_all_params_get_grad(name):
+    # timm zero-inits each ResNet block's last BN, which would hide the ECA gradient on the first step
+    extra = {} if name == 'eca_mobilenetv2' else {'zero_init_last': False}
+    model = timm.create_model(name, num_classes=42, **extra).train()
+    out = model(torch.randn(2, 3, SMALL, SMALL))
+    assert out.shape == (2, 42)
+    out.mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f'no gradient for {missing}'
+    assert all(p.grad.abs().sum() > 0 for m in _eca_layers(model) for p in m.parameters())
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_default_cfg_consistency(name):
+    model = timm.create_model(name).eval()
+    cfg = model.pretrained_cfg
+    state_dict = model.state_dict()
+    assert cfg['first_conv'] + '.weight' in state_dict
+    assert cfg['classifier'] + '.weight' in state_dict
+    assert cfg['paper_ids'] == 'arXiv:1910.03151'
+    x = torch.randn(1, *cfg['input_size'])
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert tuple(feats.shape[2:]) == tuple(cfg['pool_size'])
+        assert feats.shape[1] == model.num_features
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (1, model.head_hidden_size)
+        model.reset_classifier(0)
+        assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
+        model.reset_classifier(0, '')
+        assert tuple(model(x).shape[2:]) == tuple(cfg['pool_size'])
+        model = timm.create_model(name).eval()
+        model.reset_classifier(7)
+        assert model(x).shape == (1, 7)
+    m0 = timm.create_model(name, num_classes=0, global_pool='').eval()
+    assert tuple(m0(x).shape) == (1, m0.num_features, *cfg['pool_size'])
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_model_kwargs(name):
+    x = torch.randn(2, 1, SMALL, SMALL)
+    model = timm.create_model(name, in_chans=1, num_classes=3, global_pool='max', drop_rate=0.5, drop_path_rate=0.1)
+    assert model(x).shape == (2, 3)
+    assert any(isinstance(m, timm.layers.DropPath) for m in model.modules())
+    assert model.drop_rate == 0.5
+    assert model.get_classifier().out_features == 3
+    assert timm.create_model(name, num_classes=0)(torch.randn(2, 3, SMALL, SMALL)).shape[1] == model.num_features
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_features_only(name):
+    model = timm.create_model(name, features_only=True).eval()
+    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
+    assert len(channels) >= 4
+    outs = model(torch.randn(2, 3, SMALL, SMALL))
+    assert [o.shape[1] for o in outs] == channels
+    assert [o.shape[-1] for o in outs] == [math.ceil(SMALL / r) for r in reductions]
+
+
+def test_features_only_out_indices():
+    model = timm.create_model('eca_resnet101', features_only=True, out_indices=(1, 2, 3, 4))
+    assert model.feature_info.channels() == [256, 512, 1024, 2048]
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    assert [o.shape[-1] for o in model(torch.randn(1, 3, SMALL, SMALL))] == [16, 8, 4, 2]
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_intermediates_and_grad_checkpointing(name):
+    model = timm.create_model(name).eval()
+    info = FeatureInfo(model.feature_info, len(model.feature_info))
+    x = torch.randn(1, 3, SMALL, SMALL)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x)
+        assert [o.shape[1] for o in inter] == info.channels()
+        torch.testing.assert_close(final, model.forward_features(x))
+        only = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert [o.shape[1] for o in only] == info.channels()[-2:]
+        ref = model(x)
+        model.set_grad_checkpointing(True)
+        torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_group_matcher_covers_all_params(name):
+    model = timm.create_model(name, device='meta')
+    groups = timm.models.group_parameters(model, model.group_matcher(coarse=True))
+    assert sum(len(v) for v in groups.values()) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_torchscript(name):
+    model = timm.create_model(name, scriptable=True).eval()
+    x = torch.randn(1, 3, SMALL, SMALL)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_fx_feature_extraction(name):
+    model = timm.create_model(name).eval()
+    _, eval_nodes = get_graph_node_names(model)
+    fx_model = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+    x = torch.randn(1, 3, SMALL, SMALL)
+    with torch.no_grad():
+        assert torch.equal(next(iter(fx_model(x).values())), model(x))
+    torch.manual_seed(0)
+    fx_feats = timm.create_model(name, features_only=True, feature_cls='fx').eval()
+    torch.manual_seed(0)
+    hook_feats = timm.create_model(name, features_only=True).eval()
+    with torch.no_grad():
+        for a, b in zip(fx_feats(x), hook_feats(x)):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize('name', ['eca_resnet50', 'eca_mobilenetv2'])
+def test_channels_last_and_bf16_autocast(name):
+    model = timm.create_model(name).eval()
+    x = torch.randn(2, 3, SMALL, SMALL)
+    with torch.no_grad():
+        ref = model(x)
+        model_cl = model.to(memory_format=torch.channels_last)
+        torch.testing.assert_close(model_cl(x.contiguous(memory_format=torch.channels_last)), ref,
+                                   rtol=1e-4, atol=1e-4)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(x)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert torch.nn.functional.cosine_similarity(out.float(), ref).min() > 0.99
+
+
+def test_torch_compile_no_graph_breaks():
+    model = timm.create_model('eca_resnet18').eval()
+    x = torch.randn(1, 3, 32, 32)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize('name', ['eca_resnet18', 'eca_mobilenetv2'])
+def test_kernel_size_overrides(name):
+    stages = len(RELEASED_KERNEL_SIZES[name])
+    ks = tuple([9] * stages)
+    assert timm.create_model(name, eca_kernel_sizes=ks, device='meta').eca_kernel_sizes == ks
+    assert timm.create_model(name, eca_kernel_sizes=5, device='meta').eca_kernel_sizes == (5,) * stages
+    adaptive = timm.create_model(name, eca_kernel_sizes='adaptive', device='meta')
+    assert all(m.kernel_size == eca_timm.adaptive_kernel_size(m_chs)
+               for m, m_chs in zip(_eca_layers(adaptive), _eca_out_channels(adaptive)))
+
+
+def _eca_out_channels(model):
+    """Channels each ECA layer sees, read from the preceding BN (independent of the kernel-size code)."""
+    chs = []
+    for mod in model.modules():
+        if isinstance(mod, (timm.models.resnet.BasicBlock, timm.models.resnet.Bottleneck)):
+            chs.append((mod.bn3 if hasattr(mod, 'bn3') else mod.bn2).num_features)
+        elif isinstance(mod, eca_timm.eca_mobilenetv2.EcaInvertedResidual):
+            chs.append(mod.bn3.num_features)
+    return chs
+
+
+def test_adaptive_resnet50_sizes():
+    # stage channels 256, 512, 1024, 2048 -> 5, 5, 5, 7
+    assert timm.create_model('eca_resnet50', eca_kernel_sizes='adaptive', device='meta').eca_kernel_sizes == (5, 5, 5, 7)
+
+
+@pytest.mark.parametrize('bad, match', [
+    (4, 'positive odd int'),
+    (0, 'positive odd int'),
+    (-1, 'positive odd int'),
+    ((3, 5, 4, 7), 'positive odd int'),
+    ((3, 5, 5), 'needs 4 values, one per stage, got 3'),
+    ((3, 5, 5, 7, 9), 'needs 4 values, one per stage, got 5'),
+    ('big', "or 'adaptive'"),
+])
+def test_bad_kernel_sizes(bad, match):
+    with pytest.raises(ValueError, match=match):
+        timm.create_model('eca_resnet50', eca_kernel_sizes=bad)
+
+
+def test_bad_mobilenet_kernel_sizes():
+    with pytest.raises(ValueError, match='needs 7 values, one per stage, got 4'):
+        timm.create_model('eca_mobilenetv2', eca_kernel_sizes=(3, 3, 3, 3))
+
+
+@pytest.mark.parametrize('name', ['eca_resnet50', 'eca_mobilenetv2'])
+def test_unknown_kwarg(name):
+    with pytest.raises(TypeError, match=rf"{name}: unknown keyword argument 'eca_kernel'.*eca_kernel_sizes"):
+        timm.create_model(name, eca_kernel=3)
