@@ -247,3 +247,17 @@ def test_bad_mobilenet_kernel_sizes():
 def test_unknown_kwarg(name):
     with pytest.raises(TypeError, match=rf"{name}: unknown keyword argument 'eca_kernel'.*eca_kernel_sizes"):
         timm.create_model(name, eca_kernel=3)
+
+
+@pytest.mark.parametrize('arg, expected', [
+    ('eca_kernel_sizes=(3,3,5,7)', (3, 3, 5, 7)),
+    ('eca_kernel_sizes=adaptive', (5, 5, 5, 7)),
+    ('eca_kernel_sizes=3', (3, 3, 3, 3)),
+])
+def test_kernel_sizes_from_train_py_model_kwargs(arg, expected):
+    """train.py parses --model-kwargs with timm.utils.ParseKwargs and forwards them to create_model."""
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--model-kwargs', nargs='*', default={}, action=timm.utils.ParseKwargs)
+    kwargs = parser.parse_args(['--model-kwargs', arg]).model_kwargs
+    assert timm.create_model('eca_resnet50', device='meta', **kwargs).eca_kernel_sizes == expected
