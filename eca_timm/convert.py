@@ -103,30 +103,33 @@ def checkpoint_kernel_sizes(state_dict: StateDict, model: nn.Module) -> Tuple[in
     return tuple(sizes.values())
 
 
-def _resnet_hint(state_dict: StateDict) -> str:
-    """Name the registered ECA-ResNet whose depth matches the checkpoint's blocks per stage."""
+def _resnet_depth(state_dict: StateDict) -> Tuple[List[int], str, Optional[str]]:
+    """Blocks per stage, block type and the registered ECA-ResNet of that depth (None if there is none)."""
     from .eca_resnet import ECA_RESNET_ARCHS
     blocks = []
     for stage in range(1, 5):
         ids = {int(k.split('.')[1]) for k in state_dict if k.startswith(f'layer{stage}.') and k.split('.')[1].isdigit()}
         blocks.append(max(ids) + 1 if ids else 0)
     bottleneck = any(k.endswith('.conv3.weight') for k in state_dict)
-    for name, arch in ECA_RESNET_ARCHS.items():
-        if tuple(arch['layers']) == tuple(blocks) and (arch['block'].expansion == 4) == bottleneck:
-            return f' The checkpoint has {blocks} {"bottleneck" if bottleneck else "basic"} blocks per stage: {name}.'
-    return f' The checkpoint has {blocks} blocks per stage, which no registered ECA-ResNet has.'
+    match = next((name for name, arch in ECA_RESNET_ARCHS.items()
+                  if tuple(arch['layers']) == tuple(blocks) and (arch['block'].expansion == 4) == bottleneck), None)
+    return blocks, 'bottleneck' if bottleneck else 'basic', match
 
 
 def _fit_error(model: nn.Module, state_dict: StateDict, layer: str, problem: str) -> CheckpointMismatchError:
+    """The error for the first layer that does not fit, with the model and kernel sizes that would."""
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
     msg = f'{name}: the checkpoint does not fit at layer {layer!r}: {problem}.'
+    fits = name
+    if not _is_mobilenetv2(model):
+        blocks, kind, match = _resnet_depth(state_dict)
+        msg += f' The checkpoint has {blocks} {kind} blocks per stage ({match or "no registered ECA-ResNet has that"}).'
+        fits = match
     ks = checkpoint_kernel_sizes(state_dict, model)
     if ks:
-        msg += f' The checkpoint\'s ECA kernel sizes per stage are {ks} (model: {tuple(model.eca_kernel_sizes)})'
-        msg += f'; create the model with eca_kernel_sizes={ks} if the depth matches.' if ks != tuple(
-            model.eca_kernel_sizes) else '.'
-    if not _is_mobilenetv2(model):
-        msg += _resnet_hint(state_dict)
+        msg += f' Its ECA kernel sizes per stage are {ks} (this model: {tuple(model.eca_kernel_sizes)}).'
+    if fits and (fits != name or (ks and ks != tuple(model.eca_kernel_sizes))):
+        msg += f" It fits timm.create_model('{fits}'" + (f', eca_kernel_sizes={ks})' if ks else ')') + '.'
     return CheckpointMismatchError(msg)
 
 

@@ -255,8 +255,8 @@ def write_hub_folder(
     cfg.update(tag=tag, license=license)
     if metrics:
         cfg['description'] = f"{dataset or ''} {_metrics_line(metrics)}".strip()
-    model.pretrained_cfg = cfg
     model_config = {'label_names': list(label_names)} if label_names else None
+    source_cfg, model.pretrained_cfg = model.pretrained_cfg, cfg
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.tmp-'))
     try:
         save_for_hf(model, tmp, model_config=model_config, model_args={'eca_kernel_sizes': list(model.eca_kernel_sizes)},
@@ -266,6 +266,7 @@ def write_hub_folder(
             recipe_text=recipe_text), encoding='utf-8')
         _replace_dir(tmp, out)
     finally:
+        model.pretrained_cfg = source_cfg
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
