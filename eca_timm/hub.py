@@ -118,16 +118,22 @@ def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseExcep
     name = f'{variant}.{cfg.tag}' if cfg.tag else variant
     cause = f'{type(error).__name__}: {error}'.strip()
     if load_from == 'hf-hub':
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
         repo = loc[0] if isinstance(loc, tuple) else loc
-        entry = manifest_entry(name)
-        src = (entry or {}).get('source', {}).get('file', 'the official checkpoint')
+        if isinstance(error, (RepositoryNotFoundError, EntryNotFoundError)) and not isinstance(error, FileNotFoundError):
+            why = f'the repo or its weights are not on the Hub (not published yet, or set {HUB_ORG_ENV} to the ' \
+                  f'organisation that has them)'
+        elif isinstance(error, (ConnectionError, FileNotFoundError)):
+            why = 'the Hub cannot be reached (offline?) and the files are not in the local Hub cache (HF_HUB_CACHE)'
+        else:
+            why = f"the downloaded weights are unreadable (corrupt?): delete models--{repo.replace('/', '--')} " \
+                  f"from the Hub cache and retry"
+        src = ((manifest_entry(name) or {}).get('source') or {}).get('file', 'CHECKPOINT')
         return RuntimeError(
-            f"{name}: no usable pretrained weights in Hugging Face Hub repo '{repo}' ({cause}). "
-            f"Offline (HF_HUB_OFFLINE=1) they must already be in the Hub cache; a missing repo is not published yet "
-            f"(or set {HUB_ORG_ENV} to the organisation that has it); a corrupt download is fixed by deleting it "
-            f"from the cache. Or make the weights yourself: `eca-timm convert {src} --model {variant} --out DIR`, then "
-            f"`eca-timm publish DIR --repo-id {repo}`, or load them directly with "
-            f"pretrained_cfg_overlay=dict(file='{src}') or timm.create_model('local-dir:DIR').")
+            f"{name}: no usable pretrained weights from Hugging Face Hub repo '{repo}': {why} ({cause}). "
+            f"To make them: `eca-timm convert {src} --model {variant} --out DIR`, then "
+            f"`eca-timm publish DIR --repo-id {repo}`; or load a file directly with "
+            f"pretrained_cfg_overlay=dict(file='{src}'), or a converted folder with timm.create_model('local-dir:DIR').")
     return RuntimeError(
         f"{name}: could not load pretrained weights from {load_from or 'nowhere'} {loc!r} ({cause}). "
         f"Pass a readable checkpoint (pretrained_cfg_overlay=dict(file=...)), a converted folder "
@@ -310,17 +316,16 @@ def _dataset_name(args: Dict[str, Any]) -> Optional[str]:
 
 
 def _folder_label_names(args: Dict[str, Any], num_classes: int) -> Optional[List[str]]:
-    """Class names of a folder dataset (train/ subfolders, timm's natural sort), when still on disk."""
+    """Class names of a folder dataset (train split subfolders in timm's natural sort), when still on disk."""
     from timm.data.readers.reader_image_folder import natural_key
     data_dir = args.get('data_dir')
-    if not data_dir or (args.get('dataset') or '').count('/'):
+    if not data_dir or '/' in (args.get('dataset') or ''):
         return None
-    for split in (args.get('train_split') or 'train',):
-        d = Path(data_dir) / split
-        if d.is_dir():
-            names = sorted((p.name for p in d.iterdir() if p.is_dir()), key=natural_key)
-            return names if len(names) == num_classes else None
-    return None
+    d = Path(data_dir) / (args.get('train_split') or 'train')
+    if not d.is_dir():
+        return None
+    names = sorted((p.name for p in d.iterdir() if p.is_dir()), key=natural_key)
+    return names if len(names) == num_classes else None
 
 
 def dataset_label_names(dataset: Optional[str], num_classes: int, args: Optional[Dict[str, Any]] = None
