@@ -41,11 +41,11 @@ RECIPE_KEYS = (
 
 
 def _hub_data() -> Any:
-    """The ``hub/`` folder: the source checkout's, else the copy packaged as ``eca_timm.hub_data``."""
-    checkout = Path(__file__).resolve().parent.parent / 'hub'
-    if (checkout / 'manifest.json').is_file():
-        return checkout
-    return importlib.resources.files('eca_timm.hub_data')
+    """The ``hub/`` folder: packaged as ``eca_timm.hub_data`` (wheel, editable install), else the source checkout's."""
+    try:
+        return importlib.resources.files('eca_timm.hub_data')
+    except ModuleNotFoundError:  # running from a source checkout that is not installed
+        return Path(__file__).resolve().parent.parent / 'hub'
 
 
 @functools.lru_cache(maxsize=None)
