@@ -26,7 +26,8 @@ from torch import nn
 
 __all__ = [
     'HUB_ORG_ENV', 'load_manifest', 'hub_org', 'manifest_entry', 'repo_id', 'pretrained_cfgs',
-    'render_model_card', 'write_hub_folder', 'upload_folder', 'publish', 'pretrained_load_error', 'register',
+    'render_model_card', 'write_hub_folder', 'record_in_manifest', 'upload_folder', 'publish', 'pretrained_load_error',
+    'register',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -40,12 +41,17 @@ RECIPE_KEYS = (
     'amp', 'img_size', 'input_size', 'seed')
 
 
+def _checkout_hub() -> Path:
+    """``hub/`` of the source checkout this package runs from (absent in a wheel install)."""
+    return Path(__file__).resolve().parent.parent / 'hub'
+
+
 def _hub_data() -> Any:
-    """The ``hub/`` folder: packaged as ``eca_timm.hub_data`` (wheel, editable install), else the source checkout's."""
+    """The ``hub/`` folder: packaged as ``eca_timm.hub_data`` (wheel), else the source checkout's."""
     try:
         return importlib.resources.files('eca_timm.hub_data')
-    except ModuleNotFoundError:  # running from a source checkout that is not installed
-        return Path(__file__).resolve().parent.parent / 'hub'
+    except ModuleNotFoundError:  # a source checkout (PYTHONPATH or editable install)
+        return _checkout_hub()
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,9 +71,10 @@ def manifest_entry(model_tag: str) -> Optional[Dict[str, Any]]:
 
 
 def repo_id(model_tag: str) -> str:
-    """Hub repo id of ``'<model>.<tag>'``: ``<org>/<manifest repo name>`` (the tag itself when not listed)."""
-    entry = manifest_entry(model_tag) or {}
-    return f"{hub_org()}/{entry.get('repo', model_tag)}"
+    """Hub repo id of ``'<model>.<tag>'``: ``<org>/<manifest repo>`` (the tag itself when not listed); a manifest
+    repo given as ``ORG/NAME`` is used as is."""
+    repo = (manifest_entry(model_tag) or {}).get('repo', model_tag)
+    return repo if '/' in repo else f'{hub_org()}/{repo}'
 
 
 def _metrics_line(metrics: Dict[str, Any]) -> str:
@@ -417,6 +424,40 @@ def load_publish_source(
     return model, info
 
 
+def record_in_manifest(repo: str, model: nn.Module, info: Dict[str, Any]) -> str:
+    """Add (or replace) the published weights as a tag in the checkout's hub/manifest.json; returns the tag.
+
+    The registry lists the tag (with ``hf_hub_id``) from the next import of ``eca_timm``.
+    """
+    path = _checkout_hub() / 'manifest.json'
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} not found: --record updates hub/manifest.json of an eca-timm source checkout')
+    arch, tag = model.pretrained_cfg['architecture'], info.get('tag')
+    if not tag:
+        raise ValueError(f'--record needs --repo-id ORG/{arch}.<tag>, the name timm will list the weights under')
+    manifest = json.loads(path.read_text(encoding='utf-8'))
+    org, name = repo.split('/', 1)
+    entry: Dict[str, Any] = {'repo': name if org == manifest['org'] else repo, 'license': info.get('license', 'mit')}
+    if info.get('dataset'):
+        entry['dataset'] = info['dataset']
+    if info.get('source'):
+        entry['source'] = {k: v for k, v in info['source'].items() if k in ('file', 'url', 'sha256')}
+    if info.get('metrics'):
+        entry['metrics'] = info['metrics']
+    if info.get('recipe'):
+        recipe = info['recipe']
+        entry['recipe'] = 'timm train.py: ' + ', '.join(
+            f'{k}={recipe[k]}' for k in RECIPE_KEYS if recipe.get(k) not in (None, ''))
+    elif info.get('recipe_text'):
+        entry['recipe'] = info['recipe_text']
+    manifest['weights'][f'{arch}.{tag}'] = entry
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(json.dumps(manifest, indent=2) + '\n', encoding='utf-8')
+    os.replace(tmp, path)
+    load_manifest.cache_clear()
+    return f'{arch}.{tag}'
+
+
 def upload_folder(
         folder: Path,
         repo_id: str,
@@ -459,10 +500,16 @@ def publish(
         use_ema: bool = True,
         model_name: Optional[str] = None,
         dataset: Optional[str] = None,
+        record: bool = False,
 ) -> Path:
-    """Build the Hub folder of ``source`` (in ``out`` or a temp folder) and, unless ``dry_run``, upload it."""
+    """Build the Hub folder of ``source`` (in ``out`` or a temp folder) and, unless ``dry_run``, upload it.
+
+    ``record``: also list the weights as a pretrained tag in hub/manifest.json (after a successful upload).
+    """
     if dry_run and not out:
         raise ValueError('--dry-run writes the repo folder to --out DIR; pass --out')
+    if dry_run and record:
+        raise ValueError('--record lists published weights; drop --dry-run (or --record)')
     if '/' not in repo_id:
         raise ValueError(f'--repo-id must be ORG/NAME, got {repo_id!r}')
     if out:
@@ -476,18 +523,21 @@ def publish(
         folder = write_hub_folder(model, Path(out), repo_id, force=force, **fields)
         if not dry_run:
             upload_folder(folder, repo_id, private, revision, commit_message, force)
-        return folder
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = write_hub_folder(model, Path(tmp) / repo_id.split('/')[-1], repo_id, **fields)
-        upload_folder(folder, repo_id, private, revision, commit_message, force)
-    return Path(f'hf-hub:{repo_id}')
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_hub_folder(model, Path(tmp) / repo_id.split('/')[-1], repo_id, **fields)
+            upload_folder(folder, repo_id, private, revision, commit_message, force)
+        folder = Path(f'hf-hub:{repo_id}')
+    if record:
+        _logger.info(f'recorded {record_in_manifest(repo_id, model, info)} in hub/manifest.json')
+    return folder
 
 
 def _run(args: argparse.Namespace) -> int:
     where = publish(
         args.source, args.repo_id, out=args.out, dry_run=args.dry_run, private=args.private, revision=args.revision,
         commit_message=args.commit_message, force=args.force, use_ema=not args.no_ema, model_name=args.model,
-        dataset=args.dataset)
+        dataset=args.dataset, record=args.record)
     print(f'{"wrote" if args.dry_run else "published"} {where}' + ('' if args.dry_run else f' ({args.repo_id})'))
     return 0
 
@@ -506,4 +556,6 @@ def register(subparsers: Any) -> None:
     p.add_argument('--no-ema', action='store_true', help='publish state_dict, not state_dict_ema')
     p.add_argument('--model', default=None, help='model name when the checkpoint does not record it')
     p.add_argument('--dataset', default=None, help='Hub dataset id for the card (default: from args.yaml)')
+    p.add_argument('--record', action='store_true',
+                   help='list the weights as pretrained tag <model>.<tag> in hub/manifest.json (source checkout)')
     p.set_defaults(func=_run)

@@ -151,7 +151,19 @@ class _FakeApi:
         return 'https://huggingface.co/me/commit/1'
 
 
-def test_publish_uploads_through_hfapi(tmp_path, monkeypatch):
+@pytest.fixture
+def checkout_hub(tmp_path, monkeypatch):
+    """A copy of hub/ standing in for the source checkout's, so --record cannot touch the real manifest."""
+    checkout = tmp_path / 'checkout-hub'
+    shutil.copytree(ROOT / 'hub', checkout)
+    monkeypatch.setattr(hub, '_checkout_hub', lambda: checkout)
+    monkeypatch.setattr(hub, '_hub_data', lambda: checkout)
+    hub.load_manifest.cache_clear()
+    yield checkout
+    hub.load_manifest.cache_clear()
+
+
+def test_publish_uploads_through_hfapi(tmp_path, monkeypatch, checkout_hub):
     import huggingface_hub
     _train_folder(tmp_path / 'run')
     monkeypatch.setattr(huggingface_hub, 'HfApi', _FakeApi)
@@ -173,9 +185,16 @@ def test_publish_uploads_through_hfapi(tmp_path, monkeypatch):
         main(argv)
     assert 'upload_folder' not in [c[0] for c in _FakeApi.calls]
     monkeypatch.setattr(_FakeApi, 'calls', [])
-    assert main(argv + ['--force']) == 0
+    # --force uploads; --record lists the weights as a pretrained tag in (a copy of) the checkout's manifest
+    assert main(argv + ['--force', '--record']) == 0
     assert _FakeApi.calls[-1][0] == 'upload_folder'
-    assert list(tmp_path.iterdir()) == [tmp_path / 'run']
+    entry = json.loads((checkout_hub / 'manifest.json').read_text())['weights']['eca_resnet18.c10']
+    assert entry['repo'] == 'me/eca_resnet18.c10' and entry['dataset'] == 'cifar10'
+    assert (entry['metrics']['top1'], entry['metrics']['top5']) == (61.5, 95.75)
+    cfg = hub.pretrained_cfgs(['eca_resnet18'])['eca_resnet18.c10']
+    assert cfg['hf_hub_id'] == 'me/eca_resnet18.c10' and 'top-1 61.50, top-5 95.75' in cfg['description']
+    hub.load_manifest.cache_clear()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['checkout-hub', 'run']
 
 
 def _lay_into_hf_cache(folder: Path, cache: Path, repo_id: str) -> None:
