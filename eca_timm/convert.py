@@ -75,7 +75,7 @@ def remap_official_keys(state_dict: StateDict, model: nn.Module) -> StateDict:
         prefixes = _mobilenetv2_prefixes(model)
         out = {}
         for k, v in state_dict.items():
-            head, sep = k, ''
+            head = k
             while head and head + '.' not in prefixes:  # longest module prefix that maps
                 head = head.rpartition('.')[0]
             out[prefixes[head + '.'] + k[len(head) + 1:] if head else k] = v

@@ -264,7 +264,8 @@ def write_hub_folder(
     out.parent.mkdir(parents=True, exist_ok=True)
     # The exported pretrained cfg describes these weights, not the registry tag the model was built from.
     cfg = {k: v for k, v in model.pretrained_cfg.items()
-           if k not in ('description', 'notes', 'hf_hub_id', 'file', 'url', 'source', 'state_dict')}
+           if k not in ('description', 'notes', 'hf_hub_id', 'file', 'url', 'source', 'state_dict', 'label_names',
+                        'label_descriptions')}
     cfg.update(tag=tag, license=license)
     if metrics:
         cfg['description'] = f"{dataset or ''} {_metrics_line(metrics)}".strip()
@@ -356,6 +357,12 @@ def _create(model_name: str, state_dict: Dict[str, torch.Tensor], **kwargs: Any)
     return model.eval()
 
 
+def _repo_tag(repo: str, arch: str) -> Optional[str]:
+    """The pretrained tag a repo named ``ORG/<arch>.<tag>`` holds, else None."""
+    name = repo.split('/')[-1]
+    return (name[len(arch) + 1:] or None) if name.startswith(f'{arch}.') else None
+
+
 def load_publish_source(
         source: str,
         repo: str,
@@ -375,7 +382,8 @@ def load_publish_source(
     info: Dict[str, Any] = {}
     if src.is_dir() and (src / 'config.json').is_file():  # a converted / downloaded Hub folder
         model = timm.create_model(f'local-dir:{src}', pretrained=True)
-        arch, tag = model.pretrained_cfg['architecture'], model.pretrained_cfg.get('tag')
+        arch = model.pretrained_cfg['architecture']
+        tag = _repo_tag(repo, arch) or model.pretrained_cfg.get('tag')
         entry = manifest_entry(f'{arch}.{tag}') or {}
         info.update(tag=tag, metrics=entry.get('metrics'), source=entry.get('source') or {'file': src.name},
                     dataset=dataset or entry.get('dataset'), license=entry.get('license', 'mit'),
@@ -404,7 +412,7 @@ def load_publish_source(
         if args.get(k) is not None:
             kwargs[k] = args[k]
     model = _create(name, load_state_dict(str(ckpt), use_ema=ema), **kwargs)
-    tag = repo.split('/')[-1].split('.', 1)[1] if repo.split('/')[-1].startswith(f'{name}.') else None
+    tag = _repo_tag(repo, name)
     entry = manifest_entry(f'{name}.{tag}') or {}
     info.update(tag=tag, source={'file': ckpt.name, 'sha256': file_sha256(str(ckpt))}, license=entry.get('license', 'mit'))
     info['dataset'] = dataset or entry.get('dataset') or _dataset_name(args)

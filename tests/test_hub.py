@@ -116,6 +116,23 @@ def test_publish_train_folder_dry_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['eca_resnet18.c10', 'train']  # no temp folders left
 
 
+def test_publish_converted_folder(tmp_path):
+    from official_eca import official_resnet, randomize_, save_official
+    src = tmp_path / 'eca_resnet18_k3577.pth.tar'
+    save_official(randomize_(official_resnet(18, (3, 5, 7, 7))), src)
+    converted, out = tmp_path / 'converted', tmp_path / 'repo'
+    main(['convert', str(src), '--model', 'eca_resnet18', '--out', str(converted)])
+    main(['publish', str(converted), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out', str(out)])
+    before, after = load_file(converted / 'model.safetensors'), load_file(out / 'model.safetensors')
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    metrics = _front_matter(out / 'README.md')['model-index'][0]['results'][0]['metrics']
+    assert [m['value'] for m in metrics] == list(RELEASED_METRICS['eca_resnet18'])
+    config = json.loads((out / 'config.json').read_text())
+    assert config['pretrained_cfg']['tag'] == 'official_in1k' and 'label_names' not in config['pretrained_cfg']
+    assert config['label_names'] == json.loads((converted / 'config.json').read_text())['label_names']
+    assert len(config['label_names']) == 1000
+
+
 def test_publish_needs_out_for_dry_run_and_model_for_unknown_arch(tmp_path):
     with pytest.raises(ValueError, match='--dry-run writes the repo folder to --out DIR'):
         main(['publish', str(tmp_path), '--repo-id', 'me/x', '--dry-run'])
