@@ -267,6 +267,8 @@ def write_hub_folder(
            if k not in ('description', 'notes', 'hf_hub_id', 'file', 'url', 'source', 'state_dict', 'label_names',
                         'label_descriptions')}
     cfg.update(tag=tag, license=license)
+    cfg.update({k: v for k, v in (data_config or {}).items()
+                if k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')})
     if metrics:
         cfg['description'] = f"{dataset or ''} {_metrics_line(metrics)}".strip()
     model_config = {'label_names': list(label_names)} if label_names else None
