@@ -190,6 +190,7 @@ def render_model_card(
         source: Optional[Dict[str, Any]] = None,
         recipe: Optional[Dict[str, Any]] = None,
         recipe_text: Optional[str] = None,
+        results_note: Optional[str] = None,
 ) -> str:
     """The README.md of a Hub repo, from ``hub/model_card.md``: YAML metadata, details, usage, results, citation."""
     cfg = model.pretrained_cfg
@@ -207,7 +208,7 @@ def render_model_card(
             f"| {dataset or 'custom'} (validation) | {float(metrics['top1']):.2f} | {float(metrics['top5']):.2f} "
             f"| {metrics.get('provenance', '')} |")
     else:
-        results = 'No evaluation results recorded for these weights.'
+        results = results_note or 'No evaluation results recorded for these weights.'
     src = 'trained with timm `train.py`'
     if source:
         src = f"`{source.get('file', '?')}`" + (f" (sha256 `{source['sha256']}`)" if source.get('sha256') else '')
@@ -253,6 +254,7 @@ def write_hub_folder(
         source: Optional[Dict[str, Any]] = None,
         recipe: Optional[Dict[str, Any]] = None,
         recipe_text: Optional[str] = None,
+        results_note: Optional[str] = None,
         label_names: Optional[List[str]] = None,
         data_config: Optional[Dict[str, Any]] = None,
         force: bool = False,
@@ -279,7 +281,7 @@ def write_hub_folder(
                     safe_serialization=True, data_config=data_config)
         (tmp / 'README.md').write_text(render_model_card(
             model, repo_id, metrics=metrics, dataset=dataset, license=license, source=source, recipe=recipe,
-            recipe_text=recipe_text), encoding='utf-8')
+            recipe_text=recipe_text, results_note=results_note), encoding='utf-8')
         _replace_dir(tmp, out)
     finally:
         model.pretrained_cfg = source_cfg
@@ -416,16 +418,31 @@ def load_publish_source(
     model = _create(name, load_state_dict(str(ckpt), use_ema=ema), **kwargs)
     tag = _repo_tag(repo, name)
     entry = manifest_entry(f'{name}.{tag}') or {}
-    info.update(tag=tag, source={'file': ckpt.name, 'sha256': file_sha256(str(ckpt))}, license=entry.get('license', 'mit'))
+    sha = file_sha256(str(ckpt))
+    info.update(tag=tag, source={'file': ckpt.name, 'sha256': sha}, license=entry.get('license', 'mit'))
     info['dataset'] = dataset or entry.get('dataset') or _dataset_name(args)
-    if (src / 'summary.csv').is_file() if src.is_dir() else False:
-        row = _best_row(src / 'summary.csv', args, meta.get('epoch'))
-        info['metrics'] = {
-            'top1': float(row['eval_top1']), 'top5': float(row['eval_top5']),
-            'provenance': f"timm train.py evaluation, epoch {row['epoch']} of summary.csv (best checkpoint"
-                          f"{', EMA weights' if ema else ''})"}
+    if src.is_dir() and (src / 'summary.csv').is_file():
+        # train.py's summary.csv evaluates the EMA weights when EMA runs on the device, else the model's.
+        evaluated_ema = meta.get('has_ema', False) and not args.get('model_ema_force_cpu')
+        if ema == evaluated_ema:
+            row = _best_row(src / 'summary.csv', args, meta.get('epoch'))
+            info['metrics'] = {
+                'top1': float(row['eval_top1']), 'top5': float(row['eval_top5']),
+                'provenance': f"timm train.py evaluation, epoch {row['epoch']} of summary.csv (best checkpoint"
+                              f"{', EMA weights' if ema else ''})"}
+        else:
+            info['results_note'] = (
+                f"summary.csv evaluates the {'EMA' if evaluated_ema else 'non-EMA'} weights, these are the "
+                f"{'EMA' if ema else 'non-EMA'} weights, so no results are given "
+                f"({'drop --no-ema' if evaluated_ema else 'pass --no-ema'} to publish the evaluated weights).")
+            _logger.warning(info['results_note'])
     elif entry.get('metrics'):
-        info['metrics'] = entry['metrics']
+        expected = (entry.get('source') or {}).get('sha256')
+        if expected in (None, sha):
+            info['metrics'] = entry['metrics']
+        else:
+            _logger.warning(f'{ckpt} is not the checkpoint hub/manifest.json lists for {name}.{tag} (sha256 differs): '
+                            f'its metrics are left out of the card')
     if args:
         from timm.data import resolve_data_config
         info['recipe'] = args
@@ -527,7 +544,8 @@ def publish(
     model, info = load_publish_source(source, repo_id, model_name=model_name, use_ema=use_ema, dataset=dataset)
     fields = dict(tag=info.get('tag'), metrics=info.get('metrics'), dataset=info.get('dataset'),
                   license=info.get('license', 'mit'), source=info.get('source'), recipe=info.get('recipe'),
-                  recipe_text=info.get('recipe_text'), label_names=info.get('label_names'),
+                  recipe_text=info.get('recipe_text'), results_note=info.get('results_note'),
+                  label_names=info.get('label_names'),
                   data_config=info.get('data_config'))
     if out:
         folder = write_hub_folder(model, Path(out), repo_id, force=force, **fields)

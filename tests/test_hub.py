@@ -113,6 +113,9 @@ def test_publish_train_folder_dry_run(tmp_path):
           '--out', str(out), '--no-ema', '--force'])
     weights = load_file(out / 'model.safetensors')
     assert torch.equal(weights['fc.weight'], run['model'].fc.weight)
+    # summary.csv evaluated the EMA weights: the card of the non-EMA weights claims no results
+    assert 'model-index' not in _front_matter(out / 'README.md')
+    assert 'summary.csv evaluates the EMA weights, these are the non-EMA weights' in (out / 'README.md').read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['eca_resnet18.c10', 'train']  # no temp folders left
 
 
