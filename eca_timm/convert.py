@@ -152,12 +152,15 @@ def _fit_to_model(state_dict: StateDict, model: nn.Module, allow_missing_eca: bo
             raise _fit_error(model, state_dict, k.rpartition('.')[0], f'{k} is missing from the checkpoint')
         if k not in adapted and tuple(state_dict[k].shape) != tuple(v.shape):
             raise _fit_error(model, state_dict, k.rpartition('.')[0],
-                             f'{k} has shape {list(state_dict[k].shape)} in the checkpoint, {list(v.shape)} in the model')
+                             f'{k} has shape {list(state_dict[k].shape)} in the checkpoint, '
+                             f'{list(v.shape)} in the model')
     extra = [k for k in state_dict if k not in target]
     if extra:
-        raise _fit_error(model, state_dict, extra[0].rpartition('.')[0], f'{extra[0]} is in the checkpoint, not in the model')
+        raise _fit_error(
+            model, state_dict, extra[0].rpartition('.')[0], f'{extra[0]} is in the checkpoint, not in the model')
     if no_eca:
-        _logger.info(f'ECA convs not in the checkpoint keep their initialisation ({len(eca_keys)}): {", ".join(eca_keys)}')
+        _logger.info(
+            f'ECA convs not in the checkpoint keep their initialisation ({len(eca_keys)}): {", ".join(eca_keys)}')
         state_dict = dict(state_dict, **{k: target[k] for k in eca_keys})
     return state_dict
 

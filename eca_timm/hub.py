@@ -120,14 +120,16 @@ def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseExcep
     """An error naming where ``pretrained=True`` looked for weights and what to do about it."""
     from timm.models._builder import _resolve_pretrained_source, resolve_pretrained_cfg
     cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+        variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
+        pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
     load_from, loc = _resolve_pretrained_source(cfg.to_dict())
     name = f'{variant}.{cfg.tag}' if cfg.tag else variant
     cause = f'{type(error).__name__}: {error}'.strip()
     if load_from == 'hf-hub':
         from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
         repo = loc[0] if isinstance(loc, tuple) else loc
-        if isinstance(error, (RepositoryNotFoundError, EntryNotFoundError)) and not isinstance(error, FileNotFoundError):
+        not_found = isinstance(error, (RepositoryNotFoundError, EntryNotFoundError))
+        if not_found and not isinstance(error, FileNotFoundError):  # LocalEntryNotFoundError: offline, not cached
             why = f'the repo or its weights are not on the Hub (not published yet, or set {HUB_ORG_ENV} to the ' \
                   f'organisation that has them)'
         elif isinstance(error, (ConnectionError, FileNotFoundError)):
@@ -140,7 +142,8 @@ def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseExcep
             f"{name}: no usable pretrained weights from Hugging Face Hub repo '{repo}': {why} ({cause}). "
             f"To make them: `eca-timm convert {src} --model {variant} --out DIR`, then "
             f"`eca-timm publish DIR --repo-id {repo}`; or load a file directly with "
-            f"pretrained_cfg_overlay=dict(file='{src}'), or a converted folder with timm.create_model('local-dir:DIR').")
+            f"pretrained_cfg_overlay=dict(file='{src}'), or a converted folder with "
+            f"timm.create_model('local-dir:DIR').")
     return RuntimeError(
         f"{name}: could not load pretrained weights from {load_from or 'nowhere'} {loc!r} ({cause}). "
         f"Pass a readable checkpoint (pretrained_cfg_overlay=dict(file=...)), a converted folder "
@@ -277,8 +280,9 @@ def write_hub_folder(
     source_cfg, model.pretrained_cfg = model.pretrained_cfg, cfg
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.tmp-'))
     try:
-        save_for_hf(model, tmp, model_config=model_config, model_args={'eca_kernel_sizes': list(model.eca_kernel_sizes)},
-                    safe_serialization=True, data_config=data_config)
+        save_for_hf(
+            model, tmp, model_config=model_config, model_args={'eca_kernel_sizes': list(model.eca_kernel_sizes)},
+            safe_serialization=True, data_config=data_config)
         (tmp / 'README.md').write_text(render_model_card(
             model, repo_id, metrics=metrics, dataset=dataset, license=license, source=source, recipe=recipe,
             recipe_text=recipe_text, results_note=results_note), encoding='utf-8')
@@ -409,7 +413,8 @@ def load_publish_source(
     meta = _load_checkpoint_meta(ckpt)
     name = model_name or args.get('model') or meta.get('arch')
     if name not in known:
-        raise ValueError(f"{ckpt}: cannot tell the model (arch={meta.get('arch')!r}); pass --model, one of {sorted(known)}")
+        raise ValueError(
+            f"{ckpt}: cannot tell the model (arch={meta.get('arch')!r}); pass --model, one of {sorted(known)}")
     ema = use_ema and meta.get('has_ema', False)
     kwargs = dict(args.get('model_kwargs') or {})
     for k in ('num_classes', 'in_chans'):
@@ -451,17 +456,23 @@ def load_publish_source(
     return model, info
 
 
-def record_in_manifest(repo: str, model: nn.Module, info: Dict[str, Any]) -> str:
-    """Add (or replace) the published weights as a tag in the checkout's hub/manifest.json; returns the tag.
-
-    The registry lists the tag (with ``hf_hub_id``) from the next import of ``eca_timm``.
-    """
+def _check_record(model: nn.Module, info: Dict[str, Any]) -> Tuple[Path, str, str]:
+    """Manifest path, architecture and tag for ``--record``, or an error saying what is missing."""
     path = _checkout_hub() / 'manifest.json'
     if not path.is_file():
         raise FileNotFoundError(f'{path} not found: --record updates hub/manifest.json of an eca-timm source checkout')
     arch, tag = model.pretrained_cfg['architecture'], info.get('tag')
     if not tag:
         raise ValueError(f'--record needs --repo-id ORG/{arch}.<tag>, the name timm will list the weights under')
+    return path, arch, tag
+
+
+def record_in_manifest(repo: str, model: nn.Module, info: Dict[str, Any]) -> str:
+    """Add (or replace) the published weights as a tag in the checkout's hub/manifest.json; returns the tag.
+
+    The registry lists the tag (with ``hf_hub_id``) from the next import of ``eca_timm``.
+    """
+    path, arch, tag = _check_record(model, info)
     manifest = json.loads(path.read_text(encoding='utf-8'))
     org, name = repo.split('/', 1)
     entry: Dict[str, Any] = {'repo': name if org == manifest['org'] else repo, 'license': info.get('license', 'mit')}
@@ -542,6 +553,8 @@ def publish(
     if out:
         check_out_dir(Path(out), force)
     model, info = load_publish_source(source, repo_id, model_name=model_name, use_ema=use_ema, dataset=dataset)
+    if record:
+        _check_record(model, info)
     fields = dict(tag=info.get('tag'), metrics=info.get('metrics'), dataset=info.get('dataset'),
                   license=info.get('license', 'mit'), source=info.get('source'), recipe=info.get('recipe'),
                   recipe_text=info.get('recipe_text'), results_note=info.get('results_note'),
@@ -573,7 +586,8 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         'publish', help='train.py output folder / checkpoint / converted folder -> Hub repo with a model card')
-    p.add_argument('source', help='train.py output folder, a checkpoint file, or a folder written by `eca-timm convert`')
+    p.add_argument(
+        'source', help='train.py output folder, a checkpoint file, or a folder written by `eca-timm convert`')
     p.add_argument('--repo-id', required=True, help='ORG/NAME, e.g. my-org/eca_resnet50.my_tag')
     p.add_argument('--out', default=None, help='also write the repo folder here (required with --dry-run)')
     p.add_argument('--dry-run', action='store_true', help='write the folder only, upload nothing')

@@ -91,8 +91,8 @@ def test_wrong_kernel_sizes_refused(tmp_path):
     src = tmp_path / 'k3357.pth.tar'
     save_official(randomize_(official_resnet(18, (3, 3, 5, 7))), src)
     with pytest.raises(CheckpointMismatchError, match=r"layer 'layer2\.0\.se\.conv'.*\[1, 1, 3\] in the checkpoint, "
-                                                      r"\[1, 1, 5\] in the model.*fits timm\.create_model\('eca_resnet18', "
-                                                      r"eca_kernel_sizes=\(3, 3, 5, 7\)\)"):
+                                                      r"\[1, 1, 5\] in the model.*fits timm\.create_model\("
+                                                      r"'eca_resnet18', eca_kernel_sizes=\(3, 3, 5, 7\)\)"):
         main(['convert', str(src), '--model', 'eca_resnet18', '--out', str(tmp_path / 'out')])
     assert not (tmp_path / 'out').exists()
     # the fix the message names works

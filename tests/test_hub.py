@@ -257,7 +257,8 @@ def test_offline_round_trip_through_hub_cache(tmp_path):
     out = tmp_path / 'eca_resnet50.official_in1k'
     main(['publish', str(src), '--repo-id', 'my-org/eca_resnet50.official_in1k', '--dry-run', '--out', str(out)])
     meta = _front_matter(out / 'README.md')  # the manifest's released metrics for this tag
-    assert [m['value'] for m in meta['model-index'][0]['results'][0]['metrics']] == list(RELEASED_METRICS['eca_resnet50'])
+    metrics = meta['model-index'][0]['results'][0]['metrics']
+    assert [m['value'] for m in metrics] == list(RELEASED_METRICS['eca_resnet50'])
     cache = tmp_path / 'hf-cache'
     _lay_into_hf_cache(out, cache, 'my-org/eca_resnet50.official_in1k')
     corrupt = cache / 'models--my-org--eca_mobilenetv2.official_in1k' / 'snapshots' / ('0' * 40)
