@@ -36,9 +36,9 @@ HUB_ORG_ENV = 'ECA_TIMM_HUB_ORG'
 # Files of a repo that are never replaced without --force.
 PROTECTED_FILES = ('README.md', 'config.json', 'model.safetensors', 'pytorch_model.bin')
 RECIPE_KEYS = (
-    'epochs', 'batch_size', 'opt', 'lr', 'momentum', 'weight_decay', 'sched', 'warmup_epochs', 'decay_epochs',
+    'pretrained_path', 'initial_checkpoint', 'epochs', 'batch_size', 'opt', 'lr', 'lr_base', 'momentum', 'weight_decay', 'sched', 'warmup_epochs', 'decay_epochs',
     'decay_rate', 'smoothing', 'aa', 'mixup', 'cutmix', 'drop', 'drop_path', 'model_ema', 'model_ema_decay',
-    'amp', 'img_size', 'input_size', 'seed')
+    'reprob', 'amp', 'img_size', 'input_size', 'seed')
 
 
 def _checkout_hub() -> Path:
@@ -194,10 +194,11 @@ def render_model_card(
         recipe: Optional[Dict[str, Any]] = None,
         recipe_text: Optional[str] = None,
         results_note: Optional[str] = None,
+        input_size: Optional[Tuple[int, int, int]] = None,
 ) -> str:
     """The README.md of a Hub repo, from ``hub/model_card.md``: YAML metadata, details, usage, results, citation."""
     cfg = model.pretrained_cfg
-    input_size = tuple(cfg.get('input_size', (3, 224, 224)))
+    input_size = tuple(input_size or cfg.get('input_size', (3, 224, 224)))
     params, gmacs = _compute(model, input_size[-1])
     name = repo_id.split('/')[-1]
     if recipe:
@@ -272,8 +273,6 @@ def write_hub_folder(
            if k not in ('description', 'notes', 'hf_hub_id', 'file', 'url', 'source', 'state_dict', 'label_names',
                         'label_descriptions')}
     cfg.update(tag=tag, license=license)
-    cfg.update({k: v for k, v in (data_config or {}).items()
-                if k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')})
     if metrics:
         cfg['description'] = f"{dataset or ''} {_metrics_line(metrics)}".strip()
     model_config = {'label_names': list(label_names)} if label_names else None
@@ -285,7 +284,8 @@ def write_hub_folder(
             safe_serialization=True, data_config=data_config)
         (tmp / 'README.md').write_text(render_model_card(
             model, repo_id, metrics=metrics, dataset=dataset, license=license, source=source, recipe=recipe,
-            recipe_text=recipe_text, results_note=results_note), encoding='utf-8')
+            recipe_text=recipe_text, results_note=results_note,
+            input_size=(data_config or {}).get('input_size')), encoding='utf-8')
         _replace_dir(tmp, out)
     finally:
         model.pretrained_cfg = source_cfg
