@@ -7,6 +7,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg
 from torch import nn
 
+from . import hub
+from .convert import official_keys_hook
 from .eca import adaptive_kernel_size, check_kernel_size
 
 __all__ = ['RELEASED_KERNEL_SIZES', 'eca_cfg', 'resolve_stage_kernel_sizes', 'build_eca_model']
@@ -70,9 +72,18 @@ def _accepted_kwargs(model_cls: Type[nn.Module]) -> list:
 
 
 def build_eca_model(model_cls: Type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """``timm.models.build_model_with_cfg`` with an error naming the model and its valid kwargs on a typo."""
+    """``timm.models.build_model_with_cfg`` with clear errors and official ECA-Net keys accepted.
+
+    A kwarg typo names the model's valid kwargs; weights that cannot be loaded name their source and what to do.
+    The model's ``load_state_dict`` also takes official ECA-Net keys (timm's ``load_checkpoint``, train.py
+    ``--initial-checkpoint``); pass ``pretrained_filter_fn`` for timm's pretrained loaders.
+    """
     try:
-        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+        model = build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    except hub.LOAD_ERRORS as e:
+        if not pretrained:
+            raise
+        raise hub.pretrained_load_error(variant, kwargs, e) from e
     except TypeError as e:
         m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
         if m is None:
@@ -80,3 +91,5 @@ def build_eca_model(model_cls: Type[nn.Module], variant: str, pretrained: bool, 
         raise TypeError(
             f"{variant}: unknown keyword argument '{m.group(1)}'. "
             f"Model arguments it accepts: {', '.join(_accepted_kwargs(model_cls))}") from e
+    model.register_load_state_dict_pre_hook(official_keys_hook)
+    return model

@@ -3,9 +3,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import model_table
+from . import convert, hub, model_table
 
-COMMANDS = (model_table,)
+COMMANDS = (model_table, convert, hub)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -15,7 +15,9 @@ from timm.models import register_model, generate_default_cfgs
 from timm.models._efficientnet_builder import efficientnet_init_weights
 from timm.models.efficientnet import EfficientNet
 
+from . import hub
 from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
+from .convert import checkpoint_filter_fn
 from .eca import EcaLayer
 
 __all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES']
@@ -149,14 +151,16 @@ class EcaMobileNetV2(EfficientNet):
 
 def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
     return build_eca_model(
-        EcaMobileNetV2, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+        EcaMobileNetV2, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
     return eca_cfg(first_conv='conv_stem', classifier='classifier', **kwargs)
 
 
-default_cfgs = generate_default_cfgs({'eca_mobilenetv2.official_in1k': _cfg()})
+# Tags, Hub repo ids and metrics come from hub/manifest.json (the model cards are generated from it too).
+default_cfgs = generate_default_cfgs({k: _cfg(**v) for k, v in hub.pretrained_cfgs(['eca_mobilenetv2']).items()})
 
 
 @register_model

@@ -9,7 +9,9 @@ from typing import Any, Dict, Tuple, Type, Union
 from timm.models import register_model, generate_default_cfgs
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from . import hub
 from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
+from .convert import checkpoint_filter_fn
 from .eca import EcaLayer
 
 __all__ = ['EcaResNet', 'ECA_RESNET_ARCHS']
@@ -54,14 +56,16 @@ class EcaResNet(ResNet):
 
 def _create_eca_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaResNet:
     model_args = dict(ECA_RESNET_ARCHS[variant], eca_kernel_sizes=RELEASED_KERNEL_SIZES[variant])
-    return build_eca_model(EcaResNet, variant, pretrained, **dict(model_args, **kwargs))
+    return build_eca_model(
+        EcaResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **dict(model_args, **kwargs))
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
     return eca_cfg(first_conv='conv1', classifier='fc', **kwargs)
 
 
-default_cfgs = generate_default_cfgs({f'{name}.official_in1k': _cfg() for name in ECA_RESNET_ARCHS})
+# Tags, Hub repo ids and metrics come from hub/manifest.json (the model cards are generated from it too).
+default_cfgs = generate_default_cfgs({k: _cfg(**v) for k, v in hub.pretrained_cfgs(ECA_RESNET_ARCHS).items()})
 
 
 @register_model

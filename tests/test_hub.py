@@ -1,0 +1,308 @@
+"""Hub side: manifest -> registry cfgs, ``eca-timm publish`` folders and cards, offline round trip through the real
+huggingface_hub cache, and the upload calls up to the HfApi boundary."""
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import timm
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import eca_timm
+from eca_timm import hub
+from eca_timm.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Released top-1 / top-5 (REFERENCE.md), typed out independently of hub/manifest.json.
+RELEASED_METRICS = {
+    'eca_resnet18': (70.92, 89.93), 'eca_resnet34': (74.21, 91.83), 'eca_resnet50': (77.42, 93.62),
+    'eca_resnet101': (78.65, 94.34), 'eca_resnet152': (78.92, 94.55), 'eca_mobilenetv2': (72.56, 90.81),
+}
+
+
+def _front_matter(readme: Path) -> dict:
+    text = readme.read_text()
+    assert text.startswith('---\n')
+    return yaml.safe_load(text.split('---\n')[1])
+
+
+def _randomized(name: str, seed: int, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = timm.create_model(name, **kwargs)
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            if n.endswith('running_var'):
+                b.uniform_(0.5, 1.5)
+            elif n.endswith('running_mean'):
+                b.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def _train_folder(path: Path, name: str = 'eca_resnet18', num_classes: int = 10) -> dict:
+    """A timm train.py output folder: model_best.pth.tar (with EMA), args.yaml, summary.csv."""
+    path.mkdir(parents=True)
+    model, ema = _randomized(name, 1, num_classes=num_classes), _randomized(name, 2, num_classes=num_classes)
+    args = dict(model=name, num_classes=num_classes, dataset='torch/cifar10', data_dir='/data/cifar10', epochs=3,
+                batch_size=128, opt='sgd', lr=0.1, momentum=0.9, weight_decay=5e-4, sched='cosine', smoothing=0.1,
+                model_ema=True, eval_metric='top1', img_size=None, input_size=None, crop_pct=None, mean=None,
+                std=None, interpolation='', model_kwargs={})
+    torch.save({'epoch': 1, 'arch': name, 'state_dict': model.state_dict(), 'state_dict_ema': ema.state_dict(),
+                'optimizer': {}, 'args': argparse.Namespace(**args), 'metric': 61.5, 'version': 2},
+               path / 'model_best.pth.tar')
+    (path / 'args.yaml').write_text(yaml.safe_dump(args))
+    rows = [(0, 2.1, 1.9, 40.25, 88.5, 0.1), (1, 1.5, 1.2, 61.5, 95.75, 0.05), (2, 1.3, 1.3, 60.0, 96.0, 0.0)]
+    with open(path / 'summary.csv', 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['epoch', 'train_loss', 'eval_loss', 'eval_top1', 'eval_top5', 'lr'])
+        w.writerows(rows)
+    return {'model': model, 'ema': ema, 'best': rows[1]}
+
+
+def test_manifest_generates_registry_cfgs():
+    manifest = hub.load_manifest()
+    for name, (top1, top5) in RELEASED_METRICS.items():
+        tag = f'{name}.official_in1k'
+        cfg = timm.get_pretrained_cfg(tag)
+        entry = manifest['weights'][tag]
+        assert cfg.hf_hub_id == f"{os.environ.get(hub.HUB_ORG_ENV) or manifest['org']}/{entry['repo']}"
+        assert (entry['metrics']['top1'], entry['metrics']['top5']) == (top1, top5)
+        assert f'top-1 {top1:.2f}, top-5 {top5:.2f}' in cfg.description
+        assert tag in timm.list_models(name, pretrained=True, include_tags=True)
+
+
+def test_publish_train_folder_dry_run(tmp_path):
+    run = _train_folder(tmp_path / 'train' / '20261125-eca_resnet18')
+    out = tmp_path / 'eca_resnet18.c10'
+    assert main(['publish', str(tmp_path / 'train' / '20261125-eca_resnet18'), '--repo-id', 'me/eca_resnet18.c10',
+                 '--dry-run', '--out', str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    weights = load_file(out / 'model.safetensors')
+    ema = run['ema'].state_dict()
+    assert weights.keys() == ema.keys() and all(torch.equal(weights[k], ema[k]) for k in ema)  # EMA preferred
+    config = json.loads((out / 'config.json').read_text())
+    assert config['architecture'] == 'eca_resnet18' and config['num_classes'] == 10
+    assert config['pretrained_cfg']['tag'] == 'c10'
+    assert 'hf_hub_id' not in config['pretrained_cfg'] and 'notes' not in config['pretrained_cfg']
+
+    meta = _front_matter(out / 'README.md')
+    assert meta['library_name'] == 'timm' and meta['license'] == 'mit' and meta['datasets'] == ['cifar10']
+    results = meta['model-index'][0]['results'][0]
+    assert meta['model-index'][0]['name'] == 'eca_resnet18.c10'
+    epoch, _, _, top1, top5, _ = run['best']
+    assert [m['value'] for m in results['metrics']] == [top1, top5]
+    card = (out / 'README.md').read_text()
+    assert f'epoch {epoch} of summary.csv' in card and "timm.create_model('hf-hub:me/eca_resnet18.c10'" in card
+    assert 'import eca_timm' in card and '- lr: `0.1`' in card and '3, 5, 7, 7' in card
+    assert '@inproceedings{wang2020eca' in card and '@misc{rw2019timm' in card
+
+    # --no-ema publishes state_dict; an existing --out needs --force
+    with pytest.raises(FileExistsError, match='--force'):
+        main(['publish', str(tmp_path / 'train' / '20261125-eca_resnet18'), '--repo-id', 'me/x', '--dry-run',
+              '--out', str(out), '--no-ema'])
+    main(['publish', str(tmp_path / 'train' / '20261125-eca_resnet18'), '--repo-id', 'me/x', '--dry-run',
+          '--out', str(out), '--no-ema', '--force'])
+    weights = load_file(out / 'model.safetensors')
+    assert torch.equal(weights['fc.weight'], run['model'].fc.weight)
+    # summary.csv evaluated the EMA weights: the card of the non-EMA weights claims no results
+    assert 'model-index' not in _front_matter(out / 'README.md')
+    assert 'summary.csv evaluates the EMA weights, these are the non-EMA weights' in (out / 'README.md').read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['eca_resnet18.c10', 'train']  # no temp folders left
+
+
+def test_publish_converted_folder(tmp_path):
+    from official_eca import official_resnet, randomize_, save_official
+    src = tmp_path / 'eca_resnet18_k3577.pth.tar'
+    save_official(randomize_(official_resnet(18, (3, 5, 7, 7))), src)
+    converted, out = tmp_path / 'converted', tmp_path / 'repo'
+    main(['convert', str(src), '--model', 'eca_resnet18', '--out', str(converted)])
+    main(['publish', str(converted), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out', str(out)])
+    before, after = load_file(converted / 'model.safetensors'), load_file(out / 'model.safetensors')
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    metrics = _front_matter(out / 'README.md')['model-index'][0]['results'][0]['metrics']
+    assert [m['value'] for m in metrics] == list(RELEASED_METRICS['eca_resnet18'])
+    config = json.loads((out / 'config.json').read_text())
+    assert config['pretrained_cfg']['tag'] == 'official_in1k' and 'label_names' not in config['pretrained_cfg']
+    assert config['label_names'] == json.loads((converted / 'config.json').read_text())['label_names']
+    assert len(config['label_names']) == 1000
+
+
+def test_publish_needs_out_for_dry_run_and_model_for_unknown_arch(tmp_path):
+    with pytest.raises(ValueError, match='--dry-run writes the repo folder to --out DIR'):
+        main(['publish', str(tmp_path), '--repo-id', 'me/x', '--dry-run'])
+    ckpt = tmp_path / 'official.pth.tar'
+    torch.save({'arch': 'se_resnet50', 'state_dict': timm.create_model('eca_resnet18').state_dict()}, ckpt)
+    with pytest.raises(ValueError, match=r"arch='se_resnet50'.*pass --model"):
+        main(['publish', str(ckpt), '--repo-id', 'me/x', '--dry-run', '--out', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out').exists()
+
+
+class _FakeApi:
+    """Records the HfApi calls publish makes; ``files`` is what the repo holds before."""
+    calls: list = []
+    files: list = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(('create_repo', repo_id, kwargs))
+        return SimpleNamespace(repo_id=repo_id)
+
+    def create_branch(self, repo_id, **kwargs):
+        self.calls.append(('create_branch', repo_id, kwargs))
+
+    def list_repo_files(self, repo_id, **kwargs):
+        self.calls.append(('list_repo_files', repo_id, kwargs))
+        return list(self.files)
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        self.calls.append(('upload_folder', repo_id, dict(kwargs, files=files)))
+        return 'https://huggingface.co/me/commit/1'
+
+
+@pytest.fixture
+def checkout_hub(tmp_path, monkeypatch):
+    """A copy of hub/ standing in for the source checkout's, so --record cannot touch the real manifest."""
+    checkout = tmp_path / 'checkout-hub'
+    shutil.copytree(ROOT / 'hub', checkout)
+    monkeypatch.setattr(hub, '_checkout_hub', lambda: checkout)
+    monkeypatch.setattr(hub, '_hub_data', lambda: checkout)
+    hub.load_manifest.cache_clear()
+    yield checkout
+    hub.load_manifest.cache_clear()
+
+
+def test_publish_uploads_through_hfapi(tmp_path, monkeypatch, checkout_hub):
+    import huggingface_hub
+    _train_folder(tmp_path / 'run')
+    monkeypatch.setattr(huggingface_hub, 'HfApi', _FakeApi)
+    monkeypatch.setattr(_FakeApi, 'calls', [])
+    monkeypatch.setattr(_FakeApi, 'files', ['.gitattributes'])
+    argv = ['publish', str(tmp_path / 'run'), '--repo-id', 'me/eca_resnet18.c10', '--private', '--revision', 'v1',
+            '--commit-message', 'first weights']
+    assert main(argv) == 0
+    assert [c[0] for c in _FakeApi.calls] == ['create_repo', 'create_branch', 'list_repo_files', 'upload_folder']
+    assert _FakeApi.calls[0][2]['private'] is True and _FakeApi.calls[1][2]['branch'] == 'v1'
+    assert _FakeApi.calls[3][2] == {'revision': 'v1', 'commit_message': 'first weights',
+                                    'files': ['README.md', 'config.json', 'model.safetensors']}
+
+    # the repo now has a card and weights: refused without --force, nothing uploaded
+    monkeypatch.setattr(_FakeApi, 'calls', [])
+    monkeypatch.setattr(_FakeApi, 'files', ['.gitattributes', 'README.md', 'model.safetensors'])
+    with pytest.raises(FileExistsError, match=r'me/eca_resnet18\.c10@v1 already has README\.md, model\.safetensors; '
+                                              r'pass --force'):
+        main(argv)
+    assert 'upload_folder' not in [c[0] for c in _FakeApi.calls]
+    monkeypatch.setattr(_FakeApi, 'calls', [])
+    # --force uploads; --record lists the weights as a pretrained tag in (a copy of) the checkout's manifest
+    assert main(argv + ['--force', '--record']) == 0
+    assert _FakeApi.calls[-1][0] == 'upload_folder'
+    entry = json.loads((checkout_hub / 'manifest.json').read_text())['weights']['eca_resnet18.c10']
+    assert entry['repo'] == 'me/eca_resnet18.c10' and entry['dataset'] == 'cifar10'
+    assert (entry['metrics']['top1'], entry['metrics']['top5']) == (61.5, 95.75)
+    cfg = hub.pretrained_cfgs(['eca_resnet18'])['eca_resnet18.c10']
+    assert cfg['hf_hub_id'] == 'me/eca_resnet18.c10' and 'top-1 61.50, top-5 95.75' in cfg['description']
+    hub.load_manifest.cache_clear()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['checkout-hub', 'run']
+
+
+def _lay_into_hf_cache(folder: Path, cache: Path, repo_id: str) -> None:
+    """huggingface_hub's cache layout: models--ORG--NAME/refs/main -> snapshots/<commit>/<files>."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = '0123456789abcdef0123456789abcdef01234567'
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text(commit)
+    shutil.copytree(folder, repo / 'snapshots' / commit)
+
+
+OFFLINE_CHECK = textwrap.dedent('''
+    import sys, torch, timm, eca_timm
+    src, local_dir, x_path = sys.argv[1:4]
+    x = torch.load(x_path)
+    source = timm.create_model('eca_resnet50', checkpoint_path=src).eval()
+    models = {
+        'pretrained=True': timm.create_model('eca_resnet50', pretrained=True),
+        'hf-hub': timm.create_model('hf-hub:my-org/eca_resnet50.official_in1k', pretrained=True),
+        'local-dir': timm.create_model('local-dir:' + local_dir, pretrained=True),
+    }
+    assert models['pretrained=True'].pretrained_cfg['hf_hub_id'] == 'my-org/eca_resnet50.official_in1k'
+    with torch.no_grad():
+        ref = source(x)
+        for name, model in models.items():
+            assert torch.equal(model.eval()(x), ref), name
+    for name in ('eca_resnet18', 'eca_mobilenetv2'):  # not in the cache / a corrupt file
+        try:
+            timm.create_model(name, pretrained=True)
+        except RuntimeError as e:
+            print('ERROR', name, e)
+    print('IDENTICAL', len(models))
+''')
+
+
+def test_offline_round_trip_through_hub_cache(tmp_path):
+    source = _randomized('eca_resnet50', 5)
+    src = tmp_path / 'eca_resnet50.pth.tar'
+    torch.save({'epoch': 0, 'arch': 'eca_resnet50', 'state_dict': source.state_dict()}, src)
+    out = tmp_path / 'eca_resnet50.official_in1k'
+    main(['publish', str(src), '--repo-id', 'my-org/eca_resnet50.official_in1k', '--dry-run', '--out', str(out)])
+    meta = _front_matter(out / 'README.md')  # the manifest's released metrics for this tag
+    metrics = meta['model-index'][0]['results'][0]['metrics']
+    assert [m['value'] for m in metrics] == list(RELEASED_METRICS['eca_resnet50'])
+    cache = tmp_path / 'hf-cache'
+    _lay_into_hf_cache(out, cache, 'my-org/eca_resnet50.official_in1k')
+    corrupt = cache / 'models--my-org--eca_mobilenetv2.official_in1k' / 'snapshots' / ('0' * 40)
+    corrupt.mkdir(parents=True)
+    (corrupt / 'model.safetensors').write_bytes(b'not a safetensors file')
+    (corrupt.parent.parent / 'refs').mkdir()
+    (corrupt.parent.parent / 'refs' / 'main').write_text('0' * 40)
+    x = tmp_path / 'x.pt'
+    torch.save(torch.randn(2, 3, 64, 64), x)
+    (tmp_path / 'check.py').write_text(OFFLINE_CHECK)
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), ECA_TIMM_HUB_ORG='my-org',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
+    env.pop('HF_HOME', None)
+    r = subprocess.run([sys.executable, str(tmp_path / 'check.py'), str(src), str(out), str(x)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'IDENTICAL 3' in r.stdout
+    errors = dict(line.split(' ', 2)[1:] for line in r.stdout.splitlines() if line.startswith('ERROR'))
+    assert "Hugging Face Hub repo 'my-org/eca_resnet18.official_in1k': the Hub cannot be reached (offline?)" in \
+        errors['eca_resnet18']
+    assert 'eca-timm convert eca_resnet18_k3577.pth.tar --model eca_resnet18' in errors['eca_resnet18']
+    assert "pretrained_cfg_overlay=dict(file='eca_resnet18_k3577.pth.tar')" in errors['eca_resnet18']
+    assert "'my-org/eca_mobilenetv2.official_in1k'" in errors['eca_mobilenetv2']
+    assert 'unreadable (corrupt?): delete models--my-org--eca_mobilenetv2.official_in1k from the Hub cache' in \
+        errors['eca_mobilenetv2']
+
+
+def test_corrupt_file_error_names_it(tmp_path):
+    bad = tmp_path / 'eca_resnet18.pth.tar'
+    bad.write_bytes(b'\x00' * 100)
+    with pytest.raises(RuntimeError, match=r"eca_resnet18\.official_in1k: could not load pretrained weights from "
+                                           r"file '.*eca_resnet18\.pth\.tar'"):
+        timm.create_model('eca_resnet18', pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
+
+
+def test_unpublished_repo_error_says_so(monkeypatch):
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def not_found(*args, **kwargs):
+        raise RepositoryNotFoundError('404 Client Error: Repository Not Found',
+                                      response=SimpleNamespace(headers={}, request=None))
+    monkeypatch.setattr(timm.models._builder, 'load_state_dict_from_hf', not_found)
+    with pytest.raises(RuntimeError, match=r"eca_mobilenetv2\.official_in1k: no usable pretrained weights from Hugging "
+                                           r"Face Hub repo '[\w-]+/eca_mobilenetv2\.official_in1k': the repo or its "
+                                           r"weights are not on the Hub \(not published yet.*eca-timm convert "
+                                           r"eca_mobilenetv2_k13\.pth\.tar --model eca_mobilenetv2 --out DIR"):
+        timm.create_model('eca_mobilenetv2', pretrained=True)
