@@ -13,8 +13,9 @@ from .eca import adaptive_kernel_size, check_kernel_size
 
 __all__ = ['RELEASED_KERNEL_SIZES', 'eca_cfg', 'resolve_stage_kernel_sizes', 'build_eca_model']
 
-# The one table of ECA kernel sizes per stage, as in the released ImageNet weights (hand-picked per stage;
-# ECA-MobileNetV2: 1 for stages below 96 output channels, else 3).
+# The one table of ECA kernel sizes per stage, as in the released ImageNet weights (hand-picked per stage).
+# ECA-MobileNetV2: 1 below 96 output channels, else 3. The official code's first commit said `c <= 96`; it was
+# changed to `c < 96` (BangguWu/ECANet PR #32, 2020) because eca_mobilenetv2_k13.pth.tar did not load otherwise.
 RELEASED_KERNEL_SIZES: Dict[str, Tuple[int, ...]] = {
     'eca_resnet18': (3, 5, 7, 7),
     'eca_resnet34': (3, 3, 5, 7),
