@@ -4,8 +4,9 @@ import sys
 from typing import List, Optional
 
 from . import model_table
+from .detection import command as detection_command
 
-COMMANDS = (model_table,)
+COMMANDS = (model_table, detection_command)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
