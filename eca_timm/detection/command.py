@@ -8,14 +8,17 @@ import argparse
 import json
 import logging
 import os
+import pickle
 from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
+from PIL import Image
 from timm.utils import ParseKwargs, random_seed, setup_default_logging, update_summary
 from timm.utils.distributed import init_distributed_device_so
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ._io import atomic_write
 from .data import check_num_classes, collate_detection, load_coco_detection
@@ -82,8 +85,12 @@ def load_detector(checkpoint: str, device: torch.device) -> tuple:
     """Detector and checkpoint dict of a ``detect train`` checkpoint."""
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint {checkpoint!r} not found')
-    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    if 'model_config' not in ckpt:
+    try:
+        ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f'{checkpoint!r} is not a readable PyTorch checkpoint ({e.__class__.__name__}): '
+                         f'pass the last.pth written by `eca-timm detect train`') from e
+    if not isinstance(ckpt, dict) or 'model_config' not in ckpt:
         raise ValueError(f'{checkpoint!r} is not an `eca-timm detect train` checkpoint (no model_config)')
     cfg = ckpt['model_config']
     model = create_detection_model(cfg['name'], num_classes=cfg['num_classes'], frozen_bn=cfg['frozen_bn'],
@@ -194,10 +201,12 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
             ddp_model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, amp=args.amp,
             log_interval=args.log_interval, distributed=distributed)
         last = epoch + 1 == args.epochs
-        eval_metrics: Dict[str, float] = {}
+        eval_metrics: Dict[str, Any] = {}
         if val_set is not None and (last or (args.eval_interval and (epoch + 1) % args.eval_interval == 0)):
             eval_metrics = _evaluate(model, val_set, args, device, distributed, _iou_types(args.model), is_main)
             metrics = eval_metrics
+        elif val_set is not None:  # same summary.csv columns every epoch
+            eval_metrics = {f'{t}_{m}': '' for t in _iou_types(args.model) for m in ('ap', 'ap50', 'ap75')}
         if is_main:
             save_checkpoint(dict(
                 model=model.state_dict(), optimizer=optimizer.state_dict(),
@@ -236,17 +245,16 @@ def evaluate(args: argparse.Namespace) -> Dict[str, float]:
 
 def predict(args: argparse.Namespace) -> Dict[str, List[Dict[str, Any]]]:
     """Draw the detections of a checkpoint on images: ``<output-dir>/<image name>.png`` + predictions.json."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    device = torch.device(args.device)
-    model, ckpt = load_detector(args.checkpoint, device)
-    categories = {c['id']: c['name'] for c in ckpt.get('categories', [])}
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"Images not found: {', '.join(missing)}")
+    device = torch.device(args.device)
+    model, ckpt = load_detector(args.checkpoint, device)
+    categories = {c['id']: c['name'] for c in ckpt.get('categories', [])}
     predictions: Dict[str, List[Dict[str, Any]]] = {}
     for path in args.images:
-        image = decode_image(path, mode=ImageReadMode.RGB)
+        with Image.open(path) as img:
+            image = pil_to_tensor(img.convert('RGB'))
         with torch.inference_mode():
             pred = {k: v.cpu() for k, v in model([image.to(device).float() / 255])[0].items()}
         out_path = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + '.png')

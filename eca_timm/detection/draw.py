@@ -2,7 +2,7 @@
 from typing import Dict, Mapping, Tuple
 
 import torch
-from torchvision.io import encode_png
+from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ._io import atomic_write
@@ -45,4 +45,4 @@ def draw_detections(
 def write_png(image: torch.Tensor, path: str) -> None:
     """Encode a uint8 CxHxW image as PNG and write it atomically."""
     with atomic_write(path) as f:
-        f.write(encode_png(image.cpu()).numpy().tobytes())
+        to_pil_image(image.cpu()).save(f, format='PNG')

@@ -65,7 +65,7 @@ def train_one_epoch(
             losses = {k: reduce_tensor(v, dist.get_world_size()) for k, v in losses.items()}
         for k, v in losses.items():
             meters.setdefault(k, AverageMeter()).update(v.item(), len(images))
-        if i % log_interval == 0 or i == num_batches - 1:
+        if i % max(log_interval, 1) == 0 or i == num_batches - 1:
             parts = '  '.join(f'{k}: {m.val:.4f} ({m.avg:.4f})' for k, m in meters.items())
             _logger.info(
                 f"Train: {epoch} [{i:>4d}/{num_batches} ({100. * i / max(num_batches - 1, 1):>3.0f}%)]  {parts}  "
