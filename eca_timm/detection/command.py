@@ -76,22 +76,28 @@ def _weights_backbone(value: Optional[str]) -> Any:
 
 def _model_config(args: argparse.Namespace, num_classes: int) -> Dict[str, Any]:
     """What rebuilds the detector without its backbone weights (stored in checkpoints)."""
-    return dict(
-        name=args.model, num_classes=num_classes, frozen_bn=_weights_backbone(args.weights_backbone) is not None,
-        kwargs=dict(min_size=args.min_size, max_size=args.max_size, **args.model_kwargs))
+    kwargs = dict(args.model_kwargs)
+    frozen_bn = kwargs.pop('frozen_bn', _weights_backbone(args.weights_backbone) is not None)
+    return dict(name=args.model, num_classes=num_classes, frozen_bn=frozen_bn,
+                kwargs=dict(min_size=args.min_size, max_size=args.max_size, **kwargs))
+
+
+def _load_checkpoint(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Checkpoint {path!r} not found')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f'{path!r} is not a readable PyTorch checkpoint ({e.__class__.__name__}): '
+                         f'pass the last.pth written by `eca-timm detect train`') from e
+    if not isinstance(ckpt, dict) or 'model_config' not in ckpt:
+        raise ValueError(f'{path!r} is not an `eca-timm detect train` checkpoint (no model_config)')
+    return ckpt
 
 
 def load_detector(checkpoint: str, device: torch.device) -> tuple:
     """Detector and checkpoint dict of a ``detect train`` checkpoint."""
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f'Checkpoint {checkpoint!r} not found')
-    try:
-        ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f'{checkpoint!r} is not a readable PyTorch checkpoint ({e.__class__.__name__}): '
-                         f'pass the last.pth written by `eca-timm detect train`') from e
-    if not isinstance(ckpt, dict) or 'model_config' not in ckpt:
-        raise ValueError(f'{checkpoint!r} is not an `eca-timm detect train` checkpoint (no model_config)')
+    ckpt = _load_checkpoint(checkpoint)
     cfg = ckpt['model_config']
     model = create_detection_model(cfg['name'], num_classes=cfg['num_classes'], frozen_bn=cfg['frozen_bn'],
                                    **cfg['kwargs'])
@@ -162,7 +168,8 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
     model_config = _model_config(args, num_classes)
     model = create_detection_model(
         args.model, num_classes=num_classes, weights_backbone=_weights_backbone(args.weights_backbone),
-        trainable_backbone_layers=args.trainable_backbone_layers, **model_config['kwargs']).to(device)
+        trainable_backbone_layers=args.trainable_backbone_layers, frozen_bn=model_config['frozen_bn'],
+        **model_config['kwargs']).to(device)
     total_batch = args.batch_size * dist_info['world_size']
     lr = args.lr * total_batch / args.lr_base_batch
     optimizer = torch.optim.SGD(
@@ -174,8 +181,8 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
 
     start_epoch = 0
     if args.resume:
-        ckpt = torch.load(args.resume, map_location='cpu', weights_only=True)
-        if ckpt.get('model_config') != model_config:
+        ckpt = _load_checkpoint(args.resume)
+        if ckpt['model_config'] != model_config:
             raise ValueError(f"Cannot resume from {args.resume!r}: it holds {ckpt.get('model_config')}, "
                              f'these options build {model_config}')
         model.load_state_dict(ckpt['model'])
@@ -199,7 +206,7 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
             train_loader.sampler.set_epoch(epoch)
         train_metrics = train_one_epoch(
             ddp_model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, amp=args.amp,
-            log_interval=args.log_interval, distributed=distributed)
+            log_interval=args.log_interval, distributed=distributed, log=is_main)
         last = epoch + 1 == args.epochs
         eval_metrics: Dict[str, Any] = {}
         if val_set is not None and (last or (args.eval_interval and (epoch + 1) % args.eval_interval == 0)):

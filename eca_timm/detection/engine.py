@@ -39,8 +39,12 @@ def train_one_epoch(
         amp: bool = False,
         log_interval: int = 20,
         distributed: bool = False,
+        log: bool = True,
 ) -> Dict[str, float]:
-    """One epoch; the scheduler steps per iteration. Returns the epoch's mean of each loss and their sum."""
+    """One epoch; the scheduler steps per iteration. Returns the epoch's mean of each loss and their sum.
+
+    Losses are averaged over processes when ``distributed``; ``log`` (the main process) logs them.
+    """
     model.train()
     meters: Dict[str, AverageMeter] = {}
     num_batches = len(loader)
@@ -65,7 +69,7 @@ def train_one_epoch(
             losses = {k: reduce_tensor(v, dist.get_world_size()) for k, v in losses.items()}
         for k, v in losses.items():
             meters.setdefault(k, AverageMeter()).update(v.item(), len(images))
-        if i % max(log_interval, 1) == 0 or i == num_batches - 1:
+        if log and (i % max(log_interval, 1) == 0 or i == num_batches - 1):
             parts = '  '.join(f'{k}: {m.val:.4f} ({m.avg:.4f})' for k, m in meters.items())
             _logger.info(
                 f"Train: {epoch} [{i:>4d}/{num_batches} ({100. * i / max(num_batches - 1, 1):>3.0f}%)]  {parts}  "

@@ -38,9 +38,13 @@ def _register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
+def _is_trained(weights_backbone: WeightsBackbone) -> bool:
+    return weights_backbone is not None and weights_backbone is not False
+
+
 def _pretrained_args(backbone_name: str, weights_backbone: WeightsBackbone) -> Dict[str, Any]:
     """timm ``create_model`` arguments that load the backbone's ImageNet weights, or a clear error."""
-    if weights_backbone is None or weights_backbone is False:
+    if not _is_trained(weights_backbone):
         return {}
     if weights_backbone is True:
         cfg = timm.models.get_pretrained_cfg(backbone_name)
@@ -86,11 +90,10 @@ def eca_resnet_fpn_backbone(
     returned_layers = tuple(returned_layers or (1, 2, 3, 4))
     if min(returned_layers) < 1 or max(returned_layers) > 4:
         raise ValueError(f'returned_layers must be stages in [1, 4], got {returned_layers}')
-    is_trained = weights_backbone is not None and weights_backbone is not False
     backbone = timm.create_model(
         backbone_name, features_only=True, out_indices=returned_layers,
         **_pretrained_args(backbone_name, weights_backbone), **(backbone_kwargs or {}))
-    if is_trained if frozen_bn is None else frozen_bn:
+    if _is_trained(weights_backbone) if frozen_bn is None else frozen_bn:
         backbone = freeze_batch_norm_2d(backbone)  # after loading: the frozen statistics are the pretrained ones
 
     layers_to_train = _TRAINABLE_ORDER[:trainable_layers] + (('bn1',) if trainable_layers == 5 else ())
@@ -116,8 +119,7 @@ def _detector(
         backbone_kwargs: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
 ) -> nn.Module:
-    is_trained = weights_backbone is not None and weights_backbone is not False
-    trainable = _validate_trainable_layers(is_trained, trainable_backbone_layers, 5, 3)
+    trainable = _validate_trainable_layers(_is_trained(weights_backbone), trainable_backbone_layers, 5, 3)
     if model_cls is RetinaNet:  # P3-P7, P6 from C5 as in the paper's (mmdetection) RetinaNet
         channels = timm.create_model(
             backbone_name, features_only=True, device='meta', **(backbone_kwargs or {})).feature_info.channels()
