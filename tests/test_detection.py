@@ -265,6 +265,16 @@ def test_train_eval_predict_on_shapes(shapes, tmp_path):
     assert metrics['bbox_ap'] == pytest.approx(ckpt['metrics']['bbox_ap'])
     assert metrics['segm_ap'] == pytest.approx(ckpt['metrics']['segm_ap'])
 
+    # a dataset with more classes than the checkpoint was trained for
+    with open(ann) as f:
+        more = json.load(f)
+    more['categories'] = CATEGORIES + [dict(id=7, name='triangle')]
+    more_ann = tmp_path / 'more_classes.json'
+    more_ann.write_text(json.dumps(more))
+    with pytest.raises(ValueError, match=r'more_classes\.json has category ids up to 7 but the model has num_classes=3'):
+        main(['detect', 'eval', '--checkpoint', os.path.join(out, 'last.pth'), '--val-images', images,
+              '--val-ann', str(more_ann), '--device', 'cpu'])
+
     # resume: one more epoch continues the schedule
     assert main(['detect', 'train', *small, *common, '--epochs', '21', '--resume', os.path.join(out, 'last.pth')]) == 0
     summary = _read_summary(os.path.join(out, 'summary.csv'))
