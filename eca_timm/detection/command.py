@@ -293,12 +293,13 @@ def _run(fn: Any) -> Any:
 def _add_data_args(p: argparse.ArgumentParser, splits: List[str]) -> None:
     p.add_argument('--data-dir', help='COCO 2017 layout: train2017/, val2017/, annotations/instances_*.json')
     for split in splits:
-        p.add_argument(f'--{split}-images', help=f'{split} image folder (file names in the annotations are relative to it)')
+        p.add_argument(f'--{split}-images', help=f'{split} image folder (the annotation file names are relative to it)')
         p.add_argument(f'--{split}-ann', help=f'{split} COCO instances JSON')
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser('detect', help='train, evaluate and run ECA-ResNet Mask/Faster R-CNN on COCO-format data')
+    parser = subparsers.add_parser(
+        'detect', help='train, evaluate and run ECA-ResNet Mask/Faster R-CNN on COCO-format data')
     sub = parser.add_subparsers(dest='detect_command', required=True)
 
     t = sub.add_parser('train', help='train a detector (DDP under torchrun)', description=__doc__,
@@ -320,7 +321,8 @@ def register(subparsers: Any) -> None:
                         ('warmup-factor', float), ('workers', int), ('log-interval', int),
                         ('eval-interval', int), ('seed', int)):
         t.add_argument(f'--{name}', type=type_, help=f"default {DEFAULTS[name.replace('-', '_')]}")
-    t.add_argument('--lr-steps', type=int, nargs='+', help=f"epochs after which lr *= lr_gamma (default {DEFAULTS['lr_steps']})")
+    t.add_argument('--lr-steps', type=int, nargs='+',
+                   help=f"epochs after which lr *= lr_gamma (default {DEFAULTS['lr_steps']})")
     t.add_argument('--amp', action=argparse.BooleanOptionalAction, help='mixed precision (CUDA)')
     t.add_argument('--output', help=f"folder for last.pth, summary.csv, args.yaml (default {DEFAULTS['output']})")
     t.add_argument('--resume', help='continue from a last.pth')

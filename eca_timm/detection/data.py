@@ -1,6 +1,5 @@
 """COCO-format detection data: torchvision's ``CocoDetection`` wrapped for transforms v2, checked up front."""
 import json
-import logging
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -10,8 +9,6 @@ from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 from torchvision.transforms import v2
 
 __all__ = ['load_coco_detection', 'check_num_classes', 'collate_detection', 'require_pycocotools']
-
-_logger = logging.getLogger(__name__)
 
 _REQUIRED_KEYS = ('images', 'annotations', 'categories')
 _ANNOTATION_KEYS = ('image_id', 'category_id', 'bbox')
@@ -26,7 +23,23 @@ def require_pycocotools() -> None:
             "COCO detection data and AP need pycocotools: pip install 'eca-timm[detection]'") from e
 
 
-def _load_coco_api(annotations: str) -> Any:
+def _annotation_problem(ann: Dict[str, Any], keys: Sequence[str], image_ids: set, category_ids: set) -> str:
+    """What is wrong with one instance annotation ('' when nothing)."""
+    lacking = [k for k in keys if k not in ann]
+    if 'segmentation' in lacking:
+        return 'lacks segmentation (Mask R-CNN trains on masks: add them or use a Faster R-CNN model)'
+    if lacking:
+        return f"lacks {', '.join(lacking)}"
+    if ann['image_id'] not in image_ids:
+        return f"refers to image id {ann['image_id']} not in 'images'"
+    if ann['category_id'] not in category_ids:
+        return f"has category id {ann['category_id']} not in 'categories'"
+    if not isinstance(ann['bbox'], list) or len(ann['bbox']) != 4:
+        return f"has bbox {ann['bbox']!r}, not [x, y, w, h]"
+    return ''
+
+
+def _load_coco_api(annotations: str, masks: bool) -> Any:
     """pycocotools' ``COCO`` index of an instances file, with errors naming the file and what is wrong."""
     require_pycocotools()
     from pycocotools.coco import COCO
@@ -45,15 +58,11 @@ def _load_coco_api(annotations: str) -> Any:
             f"'images', 'annotations' and 'categories' lists")
     image_ids = {img['id'] for img in dataset['images']}
     category_ids = {cat['id'] for cat in dataset['categories']}
+    keys = _ANNOTATION_KEYS + (('segmentation',) if masks else ())
     for ann in dataset['annotations']:
-        lacking = [k for k in _ANNOTATION_KEYS if k not in ann]
-        if lacking or ann['image_id'] not in image_ids or ann['category_id'] not in category_ids \
-                or len(ann['bbox']) != 4:
-            why = f"lacks {', '.join(lacking)}" if lacking else (
-                f"refers to image id {ann['image_id']} not in 'images'" if ann['image_id'] not in image_ids
-                else f"has category id {ann['category_id']} not in 'categories'"
-                if ann['category_id'] not in category_ids else f"has bbox {ann['bbox']!r}, not [x, y, w, h]")
-            raise ValueError(f"COCO annotation file {annotations!r}: annotation {ann.get('id', '?')} {why}")
+        problem = _annotation_problem(ann, keys, image_ids, category_ids)
+        if problem:
+            raise ValueError(f"COCO annotation file {annotations!r}: annotation {ann.get('id', '?')} {problem}")
     coco = COCO()  # index the checked dict without parsing the file a second time
     coco.dataset = dataset
     coco.createIndex()
@@ -112,7 +121,7 @@ def load_coco_detection(images: str, annotations: str, train: bool, masks: bool)
     Targets hold ``boxes`` (XYXY), ``labels`` (the category ids), ``image_id`` and, with ``masks``, ``masks``.
     Raises a clear error for a missing/malformed annotation file or images missing from ``images``.
     """
-    coco = _load_coco_api(annotations)
+    coco = _load_coco_api(annotations, masks)
     _check_images(coco, images, annotations)
     dataset = _QuietCocoDetection(images, coco, transforms=detection_transforms(train))
     if train:

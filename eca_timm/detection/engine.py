@@ -55,9 +55,9 @@ def train_one_epoch(
             loss_dict = model(images, targets)
             loss = sum(loss_dict.values())
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(
-                f'Loss is {loss.item()} at epoch {epoch} iteration {i} ({ {k: v.item() for k, v in loss_dict.items()} }): '
-                f'lower the learning rate or lengthen the warmup')
+            parts = {k: v.item() for k, v in loss_dict.items()}
+            raise FloatingPointError(f'Loss is {loss.item()} at epoch {epoch} iteration {i} ({parts}): '
+                                     f'lower the learning rate or lengthen the warmup')
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
