@@ -4,8 +4,9 @@ import sys
 from typing import List, Optional
 
 from . import convert, hub, model_table
+from .detection import command as detection_command
 
-COMMANDS = (model_table, convert, hub)
+COMMANDS = (model_table, convert, hub, detection_command)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,348 @@
+"""``eca-timm detect train|eval|predict``: COCO-format training, COCO AP evaluation and drawn predictions.
+
+Training options come from ``DEFAULTS``, then a recipe (``--config`` YAML whose keys are the option names with
+underscores), then the command line. ``torchrun --nproc-per-node N -m eca_timm.cli detect train ...`` trains
+on N GPUs (torch.distributed initialised from the environment, one process per GPU).
+"""
+import argparse
+import json
+import logging
+import os
+import pickle
+from typing import Any, Dict, List, Optional
+
+import torch
+import yaml
+from PIL import Image
+from timm.utils import ParseKwargs, random_seed, setup_default_logging, update_summary
+from timm.utils.distributed import init_distributed_device_so
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from ._io import atomic_write
+from .data import check_num_classes, collate_detection, load_coco_detection
+from .draw import draw_detections, write_png
+from .engine import coco_evaluate, gather_results, predict_coco_results, save_checkpoint, train_one_epoch
+from .models import DETECTION_MODELS, create_detection_model
+
+__all__ = ['DEFAULTS', 'register', 'train', 'evaluate', 'predict', 'load_detector']
+
+_logger = logging.getLogger('eca_timm.detection')
+
+# Training defaults: the paper's Mask R-CNN 1x schedule (mmdetection): total batch 8 at lr 0.01 (scaled
+# linearly with the total batch), SGD momentum 0.9, weight decay 1e-4, 12 epochs, lr x0.1 after epochs 8 and 11,
+# 500 linear warmup iterations from lr x0.001; COCO image sizes 800/1333.
+DEFAULTS: Dict[str, Any] = dict(
+    model='maskrcnn_eca_resnet50_fpn', num_classes=None, weights_backbone=None, trainable_backbone_layers=None,
+    min_size=800, max_size=1333, model_kwargs={},
+    data_dir=None, train_images=None, train_ann=None, val_images=None, val_ann=None,
+    epochs=12, batch_size=2, lr=0.01, lr_base_batch=8, momentum=0.9, weight_decay=1e-4, lr_steps=[8, 11],
+    lr_gamma=0.1, warmup_iters=500, warmup_factor=0.001, amp=False,
+    workers=4, log_interval=20, eval_interval=1, seed=42, output='output/detection', resume=None,
+    device='cuda' if torch.cuda.is_available() else 'cpu',
+)
+
+
+def _resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """DEFAULTS < recipe file < options given on the command line (parsers default to None)."""
+    config: Dict[str, Any] = {}
+    if args.config:
+        with open(args.config) as f:
+            config = yaml.safe_load(f) or {}
+        unknown = sorted(set(config) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"Unknown keys in {args.config!r}: {', '.join(unknown)}. "
+                             f"Known keys: {', '.join(sorted(DEFAULTS))}")
+    given = {k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None}
+    return argparse.Namespace(**{**DEFAULTS, **config, **given, 'config': args.config})
+
+
+def _data_paths(args: argparse.Namespace, split: str) -> Optional[tuple]:
+    """(images, annotations) of ``split`` from --{split}-images/--{split}-ann or the COCO 2017 layout of --data-dir."""
+    images, ann = getattr(args, f'{split}_images'), getattr(args, f'{split}_ann')
+    if args.data_dir:
+        name = {'train': 'train2017', 'val': 'val2017'}[split]
+        images = images or os.path.join(args.data_dir, name)
+        ann = ann or os.path.join(args.data_dir, 'annotations', f'instances_{name}.json')
+    if (images is None) != (ann is None):
+        raise ValueError(f'Give both --{split}-images and --{split}-ann (or --data-dir with the COCO layout)')
+    return (images, ann) if images else None
+
+
+def _weights_backbone(value: Optional[str]) -> Any:
+    return None if value in (None, 'none') else True if value == 'pretrained' else value
+
+
+def _model_config(args: argparse.Namespace, num_classes: int) -> Dict[str, Any]:
+    """What rebuilds the detector without its backbone weights (stored in checkpoints)."""
+    kwargs = dict(args.model_kwargs)
+    frozen_bn = kwargs.pop('frozen_bn', _weights_backbone(args.weights_backbone) is not None)
+    return dict(name=args.model, num_classes=num_classes, frozen_bn=frozen_bn,
+                kwargs=dict(min_size=args.min_size, max_size=args.max_size, **kwargs))
+
+
+def _load_checkpoint(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Checkpoint {path!r} not found')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f'{path!r} is not a readable PyTorch checkpoint ({e.__class__.__name__}): '
+                         f'pass the last.pth written by `eca-timm detect train`') from e
+    if not isinstance(ckpt, dict) or 'model_config' not in ckpt:
+        raise ValueError(f'{path!r} is not an `eca-timm detect train` checkpoint (no model_config)')
+    return ckpt
+
+
+def load_detector(checkpoint: str, device: torch.device) -> tuple:
+    """Detector and checkpoint dict of a ``detect train`` checkpoint."""
+    ckpt = _load_checkpoint(checkpoint)
+    cfg = ckpt['model_config']
+    model = create_detection_model(cfg['name'], num_classes=cfg['num_classes'], frozen_bn=cfg['frozen_bn'],
+                                   **cfg['kwargs'])
+    model.load_state_dict(ckpt['model'])
+    return model.to(device).eval(), ckpt
+
+
+def _loader(dataset: Any, args: argparse.Namespace, train: bool, distributed: bool) -> DataLoader:
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=train)
+    else:
+        sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
+    return DataLoader(
+        dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+        collate_fn=collate_detection, drop_last=train and len(dataset) >= args.batch_size,
+        pin_memory=torch.device(args.device).type == 'cuda', persistent_workers=train and args.workers > 0)
+
+
+def _init_device(args: argparse.Namespace) -> Dict[str, Any]:
+    """timm's distributed setup: torchrun's environment -> process group, one device per process."""
+    info = init_distributed_device_so(device=args.device)
+    args.device = info['device']
+    return info
+
+
+def _lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, iters_per_epoch: int) -> Any:
+    """Per-iteration schedule: linear warmup, then x lr_gamma at each epoch of lr_steps."""
+    schedulers: List[Any] = [torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[e * iters_per_epoch for e in args.lr_steps], gamma=args.lr_gamma)]
+    if args.warmup_iters > 0:
+        schedulers.insert(0, torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=args.warmup_factor, total_iters=args.warmup_iters))
+    return torch.optim.lr_scheduler.ChainedScheduler(schedulers, optimizer=optimizer)
+
+
+def _evaluate(model: Any, dataset: Any, args: argparse.Namespace, device: torch.device, distributed: bool,
+              iou_types: List[str], is_main: bool) -> Dict[str, float]:
+    results = predict_coco_results(model, _loader(dataset, args, False, distributed), device, args.amp)
+    results = gather_results(results, distributed)
+    return coco_evaluate(dataset.coco, results, iou_types) if is_main else {}
+
+
+def _iou_types(model_name: str) -> List[str]:
+    return ['bbox', 'segm'] if model_name.startswith('maskrcnn') else ['bbox']
+
+
+def train(args: argparse.Namespace) -> Dict[str, float]:
+    """Train (and evaluate each ``eval_interval`` epochs); returns the last evaluation's metrics."""
+    args = _resolve(args)
+    dist_info = _init_device(args)
+    distributed, is_main = dist_info['distributed'], dist_info['global_rank'] == 0
+    device = torch.device(args.device)
+    random_seed(args.seed, dist_info['global_rank'])
+
+    train_paths = _data_paths(args, 'train')
+    if train_paths is None:
+        raise ValueError('No training data: pass --train-images and --train-ann, or --data-dir')
+    val_paths = _data_paths(args, 'val')
+    masks = args.model.startswith('maskrcnn')
+    train_set = load_coco_detection(*train_paths, train=True, masks=masks)
+    val_set = load_coco_detection(*val_paths, train=False, masks=False) if val_paths else None
+    categories = train_set.coco.dataset['categories']
+    num_classes = args.num_classes or max(c['id'] for c in categories) + 1
+    check_num_classes(categories, num_classes, train_paths[1])
+    if val_set is not None:
+        check_num_classes(val_set.coco.dataset['categories'], num_classes, val_paths[1])
+
+    model_config = _model_config(args, num_classes)
+    model = create_detection_model(
+        args.model, num_classes=num_classes, weights_backbone=_weights_backbone(args.weights_backbone),
+        trainable_backbone_layers=args.trainable_backbone_layers, frozen_bn=model_config['frozen_bn'],
+        **model_config['kwargs']).to(device)
+    total_batch = args.batch_size * dist_info['world_size']
+    lr = args.lr * total_batch / args.lr_base_batch
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=lr, momentum=args.momentum,
+        weight_decay=args.weight_decay)
+    train_loader = _loader(train_set, args, True, distributed)
+    lr_scheduler = _lr_scheduler(optimizer, args, len(train_loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
+
+    start_epoch = 0
+    if args.resume:
+        ckpt = _load_checkpoint(args.resume)
+        if ckpt['model_config'] != model_config:
+            raise ValueError(f"Cannot resume from {args.resume!r}: it holds {ckpt.get('model_config')}, "
+                             f'these options build {model_config}')
+        model.load_state_dict(ckpt['model'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
+        scaler.load_state_dict(ckpt['scaler'])
+        start_epoch = ckpt['epoch']
+        _logger.info(f'Resumed from {args.resume} after epoch {start_epoch}')
+    ddp_model = DistributedDataParallel(
+        model, device_ids=[device] if device.type == 'cuda' else None) if distributed else model
+
+    if is_main:
+        _logger.info(f'{args.model}: {num_classes} classes, {len(train_set)} training images, total batch '
+                     f'{total_batch}, lr {lr:g}, {args.epochs} epochs of {len(train_loader)} iterations')
+        os.makedirs(args.output, exist_ok=True)
+        with atomic_write(os.path.join(args.output, 'args.yaml')) as f:
+            f.write(yaml.safe_dump(vars(args)).encode())
+    metrics: Dict[str, float] = {}
+    for epoch in range(start_epoch, args.epochs):
+        if distributed:
+            train_loader.sampler.set_epoch(epoch)
+        train_metrics = train_one_epoch(
+            ddp_model, train_loader, optimizer, lr_scheduler, scaler, device, epoch, amp=args.amp,
+            log_interval=args.log_interval, distributed=distributed, log=is_main)
+        last = epoch + 1 == args.epochs
+        eval_metrics: Dict[str, Any] = {}
+        if val_set is not None and (last or (args.eval_interval and (epoch + 1) % args.eval_interval == 0)):
+            eval_metrics = _evaluate(model, val_set, args, device, distributed, _iou_types(args.model), is_main)
+            metrics = eval_metrics
+        elif val_set is not None:  # same summary.csv columns every epoch
+            eval_metrics = {f'{t}_{m}': '' for t in _iou_types(args.model) for m in ('ap', 'ap50', 'ap75')}
+        if is_main:
+            save_checkpoint(dict(
+                model=model.state_dict(), optimizer=optimizer.state_dict(),
+                lr_scheduler=lr_scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch + 1,
+                model_config=model_config, categories=categories, metrics=eval_metrics,
+                args={k: v for k, v in vars(args).items() if k != 'func'}), os.path.join(args.output, 'last.pth'))
+            update_summary(epoch, train_metrics, eval_metrics, os.path.join(args.output, 'summary.csv'),
+                           lr=optimizer.param_groups[0]['lr'], write_header=epoch == 0)
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return metrics
+
+
+def evaluate(args: argparse.Namespace) -> Dict[str, float]:
+    """COCO box (and mask) AP of a checkpoint on a COCO-format dataset."""
+    dist_info = _init_device(args)
+    distributed, is_main = dist_info['distributed'], dist_info['global_rank'] == 0
+    device = torch.device(args.device)
+    model, ckpt = load_detector(args.checkpoint, device)
+    val_paths = _data_paths(args, 'val')
+    if val_paths is None:
+        raise ValueError('No evaluation data: pass --val-images and --val-ann, or --data-dir')
+    cfg = ckpt['model_config']
+    dataset = load_coco_detection(*val_paths, train=False, masks=False)
+    check_num_classes(dataset.coco.dataset['categories'], cfg['num_classes'], val_paths[1])
+    metrics = _evaluate(model, dataset, args, device, distributed, _iou_types(cfg['name']), is_main)
+    if is_main:
+        print(json.dumps(metrics, indent=2))
+        if args.metrics_file:
+            with atomic_write(args.metrics_file) as f:
+                f.write(json.dumps(metrics, indent=2).encode())
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return metrics
+
+
+def predict(args: argparse.Namespace) -> Dict[str, List[Dict[str, Any]]]:
+    """Draw the detections of a checkpoint on images: ``<output-dir>/<image name>.png`` + predictions.json."""
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"Images not found: {', '.join(missing)}")
+    device = torch.device(args.device)
+    model, ckpt = load_detector(args.checkpoint, device)
+    categories = {c['id']: c['name'] for c in ckpt.get('categories', [])}
+    predictions: Dict[str, List[Dict[str, Any]]] = {}
+    for path in args.images:
+        with Image.open(path) as img:
+            image = pil_to_tensor(img.convert('RGB'))
+        with torch.inference_mode():
+            pred = {k: v.cpu() for k, v in model([image.to(device).float() / 255])[0].items()}
+        out_path = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + '.png')
+        write_png(draw_detections(image, pred, categories, args.score_threshold), out_path)
+        keep = pred['scores'] >= args.score_threshold
+        predictions[out_path] = [
+            dict(box=box, label=label, category=categories.get(label, str(label)), score=score)
+            for box, label, score in zip(pred['boxes'][keep].tolist(), pred['labels'][keep].tolist(),
+                                         pred['scores'][keep].tolist())]
+        _logger.info(f'{path}: {len(predictions[out_path])} detections -> {out_path}')
+    with atomic_write(os.path.join(args.output_dir, 'predictions.json')) as f:
+        f.write(json.dumps(predictions, indent=2).encode())
+    return predictions
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        setup_default_logging()
+
+
+def _run(fn: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        _setup_logging()
+        fn(args)
+        return 0
+    return run
+
+
+def _add_data_args(p: argparse.ArgumentParser, splits: List[str]) -> None:
+    p.add_argument('--data-dir', help='COCO 2017 layout: train2017/, val2017/, annotations/instances_*.json')
+    for split in splits:
+        p.add_argument(f'--{split}-images', help=f'{split} image folder (the annotation file names are relative to it)')
+        p.add_argument(f'--{split}-ann', help=f'{split} COCO instances JSON')
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        'detect', help='train, evaluate and run ECA-ResNet Mask/Faster R-CNN on COCO-format data')
+    sub = parser.add_subparsers(dest='detect_command', required=True)
+
+    t = sub.add_parser('train', help='train a detector (DDP under torchrun)', description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument('--config', help='recipe YAML (keys: option names with underscores), e.g. '
+                                    'train_configs/coco/maskrcnn_eca_resnet50_fpn_1x.yaml')
+    t.add_argument('--model', choices=list(DETECTION_MODELS), help=f"default {DEFAULTS['model']}")
+    t.add_argument('--num-classes', type=int, help='classes incl. background (default: highest category id + 1)')
+    t.add_argument('--weights-backbone', help="'pretrained' (the backbone's registered ImageNet weights), a "
+                                              "checkpoint file of the backbone, or 'none' (default: random init)")
+    t.add_argument('--trainable-backbone-layers', type=int, help='0-5 (default 3 with ImageNet weights, else 5)')
+    t.add_argument('--min-size', type=int, help=f"shorter image side (default {DEFAULTS['min_size']})")
+    t.add_argument('--max-size', type=int, help=f"longest image side (default {DEFAULTS['max_size']})")
+    t.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
+                   help='detector kwargs, e.g. fpn_channels=64 box_batch_size_per_image=128')
+    _add_data_args(t, ['train', 'val'])
+    for name, type_ in (('epochs', int), ('batch-size', int), ('lr', float), ('lr-base-batch', int),
+                        ('momentum', float), ('weight-decay', float), ('lr-gamma', float), ('warmup-iters', int),
+                        ('warmup-factor', float), ('workers', int), ('log-interval', int),
+                        ('eval-interval', int), ('seed', int)):
+        t.add_argument(f'--{name}', type=type_, help=f"default {DEFAULTS[name.replace('-', '_')]}")
+    t.add_argument('--lr-steps', type=int, nargs='+',
+                   help=f"epochs after which lr *= lr_gamma (default {DEFAULTS['lr_steps']})")
+    t.add_argument('--amp', action=argparse.BooleanOptionalAction, help='mixed precision (CUDA)')
+    t.add_argument('--output', help=f"folder for last.pth, summary.csv, args.yaml (default {DEFAULTS['output']})")
+    t.add_argument('--resume', help='continue from a last.pth')
+    t.add_argument('--device', help=f"default {DEFAULTS['device']}")
+    t.set_defaults(func=_run(train))
+
+    e = sub.add_parser('eval', help='COCO box/mask AP of a checkpoint')
+    e.add_argument('--checkpoint', required=True, help='a `detect train` checkpoint (last.pth)')
+    _add_data_args(e, ['val'])
+    e.add_argument('--batch-size', type=int, default=2)
+    e.add_argument('--workers', type=int, default=4)
+    e.add_argument('--amp', action='store_true')
+    e.add_argument('--device', default=DEFAULTS['device'])
+    e.add_argument('--metrics-file', help='also write the metrics JSON here')
+    e.set_defaults(func=_run(evaluate))
+
+    p = sub.add_parser('predict', help='draw detections (boxes, masks) on images, saved as PNG')
+    p.add_argument('images', nargs='+', help='image files')
+    p.add_argument('--checkpoint', required=True, help='a `detect train` checkpoint (last.pth)')
+    p.add_argument('--output-dir', required=True, help='where <image name>.png and predictions.json go')
+    p.add_argument('--score-threshold', type=float, default=0.5)
+    p.add_argument('--device', default=DEFAULTS['device'])
+    p.set_defaults(func=_run(predict))

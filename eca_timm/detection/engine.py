@@ -1,0 +1,148 @@
+"""Training loop, COCO evaluation (pycocotools) and atomic checkpoints for the detectors."""
+import logging
+import math
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from timm.utils import AverageMeter, reduce_tensor
+from torch import nn
+from torchvision.ops import box_convert
+
+from ._io import atomic_write
+from .data import require_pycocotools
+
+__all__ = ['train_one_epoch', 'predict_coco_results', 'coco_evaluate', 'save_checkpoint', 'to_device']
+
+_logger = logging.getLogger(__name__)
+
+_TARGET_KEYS = ('boxes', 'labels', 'masks')
+
+
+def to_device(images: Iterable[torch.Tensor], targets: Iterable[Dict[str, Any]], device: torch.device):
+    """Images and the tensors the detector's losses read, on ``device``."""
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items() if k in _TARGET_KEYS} for t in targets]
+    return images, targets
+
+
+def train_one_epoch(
+        model: nn.Module,
+        loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: Any,
+        scaler: torch.amp.GradScaler,
+        device: torch.device,
+        epoch: int,
+        amp: bool = False,
+        log_interval: int = 20,
+        distributed: bool = False,
+        log: bool = True,
+) -> Dict[str, float]:
+    """One epoch; the scheduler steps per iteration. Returns the epoch's mean of each loss and their sum.
+
+    Losses are averaged over processes when ``distributed``; ``log`` (the main process) logs them.
+    """
+    model.train()
+    meters: Dict[str, AverageMeter] = {}
+    num_batches = len(loader)
+    start = time.time()
+    for i, (images, targets) in enumerate(loader):
+        images, targets = to_device(images, targets, device)
+        with torch.autocast(device.type, enabled=amp):
+            loss_dict = model(images, targets)
+            loss = sum(loss_dict.values())
+        if not math.isfinite(loss.item()):
+            parts = {k: v.item() for k, v in loss_dict.items()}
+            raise FloatingPointError(f'Loss is {loss.item()} at epoch {epoch} iteration {i} ({parts}): '
+                                     f'lower the learning rate or lengthen the warmup')
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        lr_scheduler.step()
+
+        losses = dict(loss=loss.detach(), **{k: v.detach() for k, v in loss_dict.items()})
+        if distributed:
+            losses = {k: reduce_tensor(v, dist.get_world_size()) for k, v in losses.items()}
+        for k, v in losses.items():
+            meters.setdefault(k, AverageMeter()).update(v.item(), len(images))
+        if log and (i % max(log_interval, 1) == 0 or i == num_batches - 1):
+            parts = '  '.join(f'{k}: {m.val:.4f} ({m.avg:.4f})' for k, m in meters.items())
+            _logger.info(
+                f"Train: {epoch} [{i:>4d}/{num_batches} ({100. * i / max(num_batches - 1, 1):>3.0f}%)]  {parts}  "
+                f"LR: {optimizer.param_groups[0]['lr']:.3e}  Time: {time.time() - start:.1f}s")
+    return {k: m.avg for k, m in meters.items()}
+
+
+@torch.inference_mode()
+def predict_coco_results(
+        model: nn.Module, loader: Iterable, device: torch.device, amp: bool = False,
+) -> Dict[int, List[Dict[str, Any]]]:
+    """Detections per image id in COCO results format (XYWH boxes, RLE masks at mask > 0.5)."""
+    from pycocotools import mask as mask_util
+
+    model.eval()
+    results: Dict[int, List[Dict[str, Any]]] = {}
+    for images, targets in loader:
+        images = [img.to(device, non_blocking=True) for img in images]
+        with torch.autocast(device.type, enabled=amp):
+            outputs = model(images)
+        for out, target in zip(outputs, targets):
+            out = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}
+            boxes = box_convert(out['boxes'], 'xyxy', 'xywh').tolist()
+            dets = [
+                {'image_id': target['image_id'], 'category_id': int(label), 'bbox': box, 'score': float(score)}
+                for box, label, score in zip(boxes, out['labels'], out['scores'])]
+            if 'masks' in out and len(dets):
+                binary = (out['masks'][:, 0] > 0.5).numpy().astype(np.uint8)
+                rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+                for det, rle in zip(dets, rles):
+                    det['segmentation'] = dict(rle, counts=rle['counts'].decode('ascii'))
+            results[target['image_id']] = dets
+    return results
+
+
+def gather_results(results: Dict[int, List[Dict[str, Any]]], distributed: bool) -> Dict[int, List[Dict[str, Any]]]:
+    """All ranks' detections (the distributed sampler's padding repeats images: keyed by image id)."""
+    if not distributed:
+        return results
+    parts: List[Optional[Dict[int, List[Dict[str, Any]]]]] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, results)
+    merged: Dict[int, List[Dict[str, Any]]] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def coco_evaluate(coco_gt: Any, results: Dict[int, List[Dict[str, Any]]], iou_types: Iterable[str]) -> Dict[str, float]:
+    """COCO AP with pycocotools for each IoU type ('bbox', 'segm'): ``{'bbox_ap': .., 'bbox_ap50': .., ...}``."""
+    require_pycocotools()
+    from pycocotools.cocoeval import COCOeval
+
+    dets = [d for image_dets in results.values() for d in image_dets]
+    metrics: Dict[str, float] = {}
+    for iou_type in iou_types:
+        if not dets:
+            _logger.warning(f'No detections: {iou_type} AP is 0')
+            stats = [0.0] * 12
+        else:
+            drop = 'bbox' if iou_type == 'segm' else 'segmentation'  # loadRes derives area from what is left
+            coco_dt = coco_gt.loadRes([{k: v for k, v in d.items() if k != drop} for d in dets])
+            evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+            evaluator.params.imgIds = sorted(results)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            _logger.info(f'COCO {iou_type} evaluation:')
+            evaluator.summarize()
+            stats = [max(float(s), 0.0) for s in evaluator.stats]  # -1 = no ground truth of that size
+        metrics.update({f'{iou_type}_ap': stats[0], f'{iou_type}_ap50': stats[1], f'{iou_type}_ap75': stats[2]})
+    return metrics
+
+
+def save_checkpoint(state: Dict[str, Any], path: str) -> None:
+    """``torch.save`` written atomically: never a half-written checkpoint."""
+    with atomic_write(path) as f:
+        torch.save(state, f)
