@@ -3,9 +3,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import model_table
+from . import model_table, run
 
-COMMANDS = (model_table,)
+COMMANDS = (model_table, run)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
