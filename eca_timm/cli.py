@@ -3,9 +3,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import model_table, run
+from . import model_table, run, study
 
-COMMANDS = (model_table, run)
+COMMANDS = (model_table, run, study)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -13,7 +13,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     subparsers = parser.add_subparsers(dest='command', required=True)
     for module in COMMANDS:
         module.register(subparsers)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, 'accepts_extra_args', False):
+        parser.error(f'unrecognized arguments: {" ".join(extra)}')
+    args.extra = extra  # a subcommand that passes arguments on (study -> train.py) sets accepts_extra_args
     return args.func(args)
 
 
