@@ -3,9 +3,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import model_table, run, study
+from . import model_table, quickstart, run, study
 
-COMMANDS = (model_table, run, study)
+COMMANDS = (model_table, run, study, quickstart)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
