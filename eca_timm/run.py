@@ -138,9 +138,9 @@ def check_train_args(train_py: os.PathLike, argv: Sequence[str]) -> argparse.Nam
     import timm
     if ':' not in args.model and not timm.is_model(args.model):
         close = difflib.get_close_matches(args.model, timm.list_models(), n=3)
-        raise ValueError(
-            f'unknown model {args.model!r}: not in timm\'s registry' + (f' (close: {", ".join(close)})' if close
-                                                                       else '') + '. `eca-timm models` lists the ECA ones.')
+        hint = f' (close: {", ".join(close)})' if close else ''
+        raise ValueError(f'unknown model {args.model!r}: not in timm\'s registry{hint}. `eca-timm models` lists the '
+                         f'ECA models, `timm.list_models()` all of them; add the module defining it to device_modules.')
 
     data_dir = args.data_dir or args.data
     if data_dir and (not args.dataset or args.dataset.startswith('folder')):
