@@ -109,3 +109,30 @@ def test_study_with_bad_recipe_fails_before_training(tmp_path, timm_scripts, cap
     assert rc == 2
     assert "unknown train.py argument(s) 'epoch' (did you mean 'epochs'?)" in capsys.readouterr().err
     assert not (tmp_path / 'runs').exists()
+
+
+def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from eca_timm import study as study_mod
+    calls = []
+    monkeypatch.setattr(study_mod.subprocess, 'run',
+                        lambda cmd, **kw: calls.append(cmd) or study_mod.subprocess.CompletedProcess(cmd, 0))
+    with_ckpt = study_mod.StudyRun('eca', 0, tmp_path / 'r.yaml', tmp_path / 'eca' / 'seed0', ['--seed', '0'], 3)
+    with_ckpt.run_dir.mkdir(parents=True)
+    (with_ckpt.run_dir / 'last.pth.tar').write_bytes(b'')
+    (with_ckpt.run_dir / 'summary.csv').write_text('epoch,eval_top1\n0,10.0\n')
+    no_ckpt = study_mod.StudyRun('eca', 1, tmp_path / 'r.yaml', tmp_path / 'eca' / 'seed1', ['--seed', '1'], 3)
+    no_ckpt.run_dir.mkdir(parents=True)
+    (no_ckpt.run_dir / 'summary.csv').write_text('epoch,eval_top1\n0,10.0\n')
+    study_mod.run_study([with_ckpt, no_ckpt], parallel=1)
+    assert calls[0][-2:] == ['--resume', str(with_ckpt.run_dir / 'last.pth.tar')]
+    assert (with_ckpt.run_dir / 'summary.csv').exists()  # its rows continue after the resume
+    assert '--resume' not in calls[1] and not (no_ckpt.run_dir / 'summary.csv').exists()  # starts afresh
+
+
+def test_read_summary_after_resume(tmp_path):
+    path = tmp_path / 'summary.csv'
+    path.write_text('epoch,train_loss,eval_top1\n0,2.0,10.0\n1,1.5,20.0\n'
+                    'epoch,train_loss,eval_top1\n1,1.4,25.0\n2,1.0,30.0\n')  # killed in epoch 1 after its row
+    assert read_summary(path) == {0: {'epoch': 0.0, 'train_loss': 2.0, 'eval_top1': 10.0},
+                                  1: {'epoch': 1.0, 'train_loss': 1.4, 'eval_top1': 25.0},
+                                  2: {'epoch': 2.0, 'train_loss': 1.0, 'eval_top1': 30.0}}
