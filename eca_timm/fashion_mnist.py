@@ -58,7 +58,7 @@ def write_image_folder(
             for c in classes:
                 (tmp / split / c).mkdir(parents=True)
             for i in keep:
-                Image.fromarray(data[xk][i], mode='L').save(tmp / split / classes[data[yk][i]] / f'{i:05d}.png')
+                Image.fromarray(data[xk][i]).save(tmp / split / classes[data[yk][i]] / f'{i:05d}.png')
             counts[split] = len(keep)
         os.replace(tmp, out_dir)
     except BaseException:

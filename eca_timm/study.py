@@ -195,14 +195,19 @@ def results_table(curves: Sequence[VariantCurves]) -> str:
     return '\n'.join(lines)
 
 
-def plot_curves(curves: Sequence[VariantCurves], columns: Sequence[str], title: str) -> Any:
-    """A matplotlib Figure with one panel per column: each variant's mean line and a mean ± std band."""
+def _pyplot() -> Any:
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("eca-timm plot needs matplotlib: pip install 'eca-timm[plot]'") from e
+    return plt
+
+
+def plot_curves(curves: Sequence[VariantCurves], columns: Sequence[str], title: str) -> Any:
+    """A matplotlib Figure with one panel per column: each variant's mean line and a mean ± std band."""
+    plt = _pyplot()
     labels = {'eval_top1': 'eval top-1 (%)', 'eval_loss': 'eval loss', 'train_loss': 'train loss'}
     fig, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 4.5), squeeze=False)
     for ax, col in zip(axes[0], columns):
@@ -233,7 +238,7 @@ def _save_atomic(write, path: Path) -> None:
 
 def write_plots(study_dir: os.PathLike) -> Dict[str, Path]:
     """Write top1.png, loss.png and results.md into ``study_dir``; return their paths."""
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     study_dir = Path(study_dir)
     curves = aggregate(study_dir)
     paths = {'top1': study_dir / 'top1.png', 'loss': study_dir / 'loss.png', 'table': study_dir / 'results.md'}
@@ -263,7 +268,7 @@ def _study(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     try:
         paths = write_plots(args.study_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ImportError) as e:
         print(f'eca-timm plot: error: {e}', file=sys.stderr)
         return 2
     print(paths['table'].read_text(), end='')
