@@ -131,3 +131,22 @@ def test_cpu_ddp_patch_is_scoped():
         assert torch.nn.parallel.DistributedDataParallel is CpuDistributedDataParallel
     assert torch.nn.parallel.DistributedDataParallel is original
     assert issubclass(CpuDistributedDataParallel, original)
+
+
+def test_image_folder_round_trips_the_subset(tiny_data):
+    import numpy as np
+    from PIL import Image
+    from eca_timm.fashion_mnist import load_subset
+    data = load_subset()
+    assert data['x_train'].shape == (1000, 28, 28) and data['x_val'].shape == (200, 28, 28)
+    assert np.bincount(data['y_train']).tolist() == [100] * 10 and np.bincount(data['y_val']).tolist() == [20] * 10
+    classes = [str(c) for c in data['classes']]
+    for split, (xk, yk) in {'train': ('x_train', 'y_train'), 'validation': ('x_val', 'y_val')}.items():
+        files = sorted(tiny_data.glob(f'{split}/*/*.png'))
+        assert len(files) == (30 if split == 'train' else 20)
+        for f in files:
+            i = int(f.stem)
+            assert f.parent.name == classes[data[yk][i]]
+            np.testing.assert_array_equal(np.asarray(Image.open(f)), data[xk][i])
+    with pytest.raises(FileExistsError, match='exists already'):
+        write_image_folder(tiny_data)
