@@ -48,8 +48,8 @@ class VariantCurves:
     epochs: np.ndarray
     mean: Dict[str, np.ndarray] = field(default_factory=dict)
     std: Dict[str, np.ndarray] = field(default_factory=dict)
-    final_top1: np.ndarray = None
-    best_top1: np.ndarray = None
+    final_top1: Optional[np.ndarray] = None
+    best_top1: Optional[np.ndarray] = None
 
 
 def read_summary(path: os.PathLike) -> Dict[int, Dict[str, float]]:
@@ -160,11 +160,11 @@ def aggregate(study_dir: os.PathLike) -> List[VariantCurves]:
     study_dir = Path(study_dir)
     out = []
     for vdir in sorted(p for p in study_dir.iterdir() if p.is_dir()):
-        runs = sorted(p.parent for p in vdir.glob('*/summary.csv'))
-        summaries = [read_summary(r / 'summary.csv') for r in runs]
-        summaries = [s for s in summaries if s]
-        if not summaries:
+        loaded = [(p.parent, read_summary(p)) for p in sorted(vdir.glob('*/summary.csv'))]
+        loaded = [(r, s) for r, s in loaded if s]
+        if not loaded:
             continue
+        runs, summaries = [r for r, _ in loaded], [s for _, s in loaded]
         epochs = np.array(sorted(set.intersection(*(set(s) for s in summaries))))
         if not len(epochs):
             continue
