@@ -3,10 +3,10 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import convert, hub, model_table
+from . import convert, hub, model_table, quickstart, run, study
 from .detection import command as detection_command
 
-COMMANDS = (model_table, convert, hub, detection_command)
+COMMANDS = (model_table, run, study, quickstart, convert, hub, detection_command)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -14,7 +14,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     subparsers = parser.add_subparsers(dest='command', required=True)
     for module in COMMANDS:
         module.register(subparsers)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, 'accepts_extra_args', False):
+        parser.error(f'unrecognized arguments: {" ".join(extra)}')
+    args.extra = extra  # a subcommand that passes arguments on (study -> train.py) sets accepts_extra_args
     return args.func(args)
 
 

@@ -1,0 +1,1 @@
+"""Data shipped with eca-timm: the Fashion-MNIST subset (see README.md here)."""

@@ -1,0 +1,172 @@
+"""``eca-timm quickstart``: train, evaluate, publish and reload an ECA model end to end on a CPU in minutes.
+
+1. timm's scripts: ``--scripts-dir``, ``$TIMM_SCRIPTS`` or the cache (``~/.cache/eca-timm/timm-scripts``);
+   if none has them, a shallow clone of the release tag matching the installed timm fills the cache (online).
+2. The Fashion-MNIST subset shipped with eca-timm (1,000 training, 200 held-out images) as a folder dataset.
+3. timm's train.py trains the CIFAR-stem ECA-ResNet-18 with ``train_configs/fashion_mnist/eca_resnet18_cifar.yaml``.
+4. timm's validate.py evaluates model_best.pth.tar on the held-out images.
+5. ``eca-timm publish --dry-run`` writes a Hub-ready folder; timm reloads it with ``local-dir:`` and validate.py
+   evaluates the reloaded model (skipped, saying so, in an eca-timm without the publish command).
+"""
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import timm
+import yaml
+
+from .fashion_mnist import write_image_folder
+from .run import SCRIPT_NAMES, default_scripts_cache, find_scripts_dir
+
+__all__ = ['TIMM_REPO_URL', 'fetch_scripts', 'quickstart']
+
+TIMM_REPO_URL = 'https://github.com/huggingface/pytorch-image-models'
+RECIPE = Path(__file__).resolve().parents[1] / 'train_configs' / 'fashion_mnist' / 'eca_resnet18_cifar.yaml'
+EXTRA_SCRIPTS = ('distributed_train.sh',)
+
+
+def fetch_scripts(dest: Optional[os.PathLike] = None, version: str = timm.__version__,
+                  repo_url: str = TIMM_REPO_URL) -> Path:
+    """Shallow-clone timm's release tag ``v<version>`` and copy its scripts into ``dest`` (the cache by default).
+
+    Only the scripts are kept (a timm checkout next to them would shadow the installed timm). ``dest`` is
+    filled in a temporary folder and renamed, so an interrupted fetch leaves nothing behind.
+    """
+    dest = Path(dest) if dest else default_scripts_cache()
+    if shutil.which('git') is None:
+        raise RuntimeError(f'git is needed to fetch timm\'s scripts; or copy {", ".join(SCRIPT_NAMES)} from '
+                           f'{repo_url} (tag v{version}) into a folder and set TIMM_SCRIPTS to it')
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        clone = Path(tmp) / 'repo'
+        proc = subprocess.run(['git', 'clone', '--quiet', '--depth', '1', '--branch', f'v{version}', repo_url,
+                               str(clone)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            reason = (proc.stderr.strip().splitlines() or ['git clone failed'])[-1]
+            raise RuntimeError(
+                f'could not clone {repo_url} at tag v{version} (the installed timm): {reason}. Offline? Copy '
+                f'{", ".join(SCRIPT_NAMES)} of timm v{version} into a folder and set TIMM_SCRIPTS to it, or pass '
+                f'--scripts-dir')
+        staged = Path(tmp) / 'scripts'
+        staged.mkdir()
+        for name in SCRIPT_NAMES + EXTRA_SCRIPTS:
+            if not (clone / name).is_file():
+                raise RuntimeError(f'{repo_url} at v{version} has no {name}')
+            shutil.copy2(clone / name, staged / name)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staged, dest)
+    return dest
+
+
+def _step(n: int, text: str) -> float:
+    print(f'\n== [{n}/5] {text}', flush=True)
+    return time.monotonic()
+
+
+def _runner(scripts: Path, script: str, args: List[str]) -> None:
+    cmd = [sys.executable, '-m', 'eca_timm.run', '--scripts-dir', str(scripts), script, *args]
+    subprocess.run(cmd, check=True)
+
+
+def _validate(scripts: Path, model_args: List[str], data: Path, results: Path) -> float:
+    _runner(scripts, 'validate.py', model_args + ['--data-dir', str(data), '--split', 'validation', '--device',
+                                                  'cpu', '--workers', '2', '--results-file', str(results),
+                                                  '--results-format', 'json'])
+    return float(json.loads(results.read_text())['top1'])
+
+
+def _publish_available() -> bool:
+    return importlib.util.find_spec('eca_timm.hub') is not None
+
+
+def quickstart(out: os.PathLike, epochs: Optional[int] = None, scripts_dir: Optional[os.PathLike] = None,
+               recipe: os.PathLike = RECIPE) -> dict:
+    """Run the five steps into ``out``; return the top-1 of model_best and of its published, reloaded copy."""
+    out, recipe = Path(out).resolve(), Path(recipe)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f'{out} is not empty: pass --out with a new folder')
+    if not recipe.is_file():
+        raise FileNotFoundError(
+            f'recipe {recipe} not found: the quickstart uses train_configs/ of an eca-timm source checkout '
+            f'(git clone, then pip install -e .), or pass --recipe')
+    start = t = _step(1, 'timm\'s scripts')
+    scripts = find_scripts_dir(scripts_dir)
+    if scripts is None:
+        print(f'not found; cloning timm v{timm.__version__}\'s scripts into {default_scripts_cache()}', flush=True)
+        scripts = fetch_scripts()
+    print(f'using {scripts}', flush=True)
+
+    _step(2, 'Fashion-MNIST subset as a folder dataset')
+    data, counts = write_image_folder(out / 'data')
+    print(f'{data}: {counts["train"]} training, {counts["validation"]} held-out validation images', flush=True)
+
+    t = _step(3, 'train.py: CIFAR-stem ECA-ResNet-18 on the CPU')
+    train_args = ['--config', str(recipe), '--data-dir', str(data), '--output', str(out), '--experiment', 'train']
+    if epochs:
+        train_args += ['--epochs', str(epochs)]
+    _runner(scripts, 'train.py', train_args)
+    run_dir = out / 'train'
+    train_minutes = (time.monotonic() - t) / 60
+    args = yaml.safe_load((run_dir / 'args.yaml').read_text())
+    model_args = ['--num-classes', str(args['num_classes']), '--input-size', *map(str, args['input_size']),
+                  '--mean', *map(str, args['mean']), '--std', *map(str, args['std']),
+                  '--crop-pct', str(args['crop_pct']), '--batch-size', str(args['batch_size'])]
+
+    _step(4, 'validate.py: model_best.pth.tar on the held-out images')
+    top1 = _validate(scripts, ['--model', args['model'], '--checkpoint', str(run_dir / 'model_best.pth.tar')]
+                     + model_args, data, out / 'validate.json')
+    result = {'top1': top1, 'train_minutes': train_minutes, 'epochs': args['epochs'], 'reloaded_top1': None}
+
+    _step(5, 'eca-timm publish --dry-run, reload with local-dir:, validate.py')
+    if not _publish_available():
+        print('skipped: this eca-timm has no `eca-timm publish` (eca_timm.hub) yet', flush=True)
+    else:
+        hub = out / 'hub'
+        subprocess.run([sys.executable, '-m', 'eca_timm.cli', 'publish', str(run_dir), '--repo-id',
+                        f'local/{args["model"]}.fashion_mnist_quickstart', '--dry-run', '--out', str(hub)], check=True)
+        folders = [hub] if (hub / 'config.json').is_file() else [p.parent for p in hub.glob('*/config.json')]
+        if len(folders) != 1:
+            raise RuntimeError(f'eca-timm publish wrote no single config.json folder under {hub}')
+        result['reloaded_top1'] = _validate(scripts, ['--model', f'local-dir:{folders[0]}'] + model_args, data,
+                                            out / 'validate_reloaded.json')
+
+    print(f'\nECA-ResNet-18 (CIFAR stem), {args["epochs"]} epochs on {counts["train"]} Fashion-MNIST images: '
+          f'top-1 {top1:.2f}% on {counts["validation"]} held-out images (chance 10%); training took '
+          f'{train_minutes:.1f} min, all steps {(time.monotonic() - start) / 60:.1f} min.')
+    if result['reloaded_top1'] is not None:
+        print(f'reloaded from the published folder with local-dir:: top-1 {result["reloaded_top1"]:.2f}%')
+    print(f'outputs in {out}')
+    return result
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        quickstart(args.out, args.epochs, args.scripts_dir, args.recipe)
+    except (FileExistsError, FileNotFoundError, RuntimeError) as e:
+        print(f'eca-timm quickstart: error: {e}', file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:
+        print(f'eca-timm quickstart: error: step failed ({" ".join(e.cmd[:6])} ...), exit {e.returncode}',
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser('quickstart', help='train, evaluate, publish and reload an ECA model on a CPU',
+                              description=__doc__.split('\n\n')[0])
+    p.add_argument('--scripts-dir', default=None, help='folder with timm\'s scripts (default: $TIMM_SCRIPTS, cache, '
+                                                       'else a clone of the matching timm release)')
+    p.add_argument('--out', default='eca-timm-quickstart', help='output folder (new or empty)')
+    p.add_argument('--epochs', type=int, default=None, help='override the recipe\'s epochs')
+    p.add_argument('--recipe', default=str(RECIPE), help='train.py recipe (default: the Fashion-MNIST one)')
+    p.set_defaults(func=_run)

@@ -1,0 +1,138 @@
+"""eca-timm study / plot on tiny real data: 2 variants x 2 seeds through train.py, then curves and table."""
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from eca_timm import cli
+from eca_timm.fashion_mnist import write_image_folder
+from eca_timm.study import aggregate, plot_curves, read_summary
+
+VARIANTS = {'none': 'resnet18_cifar', 'eca': 'eca_resnet18_cifar'}
+EPOCHS = 2
+
+
+def _recipe(model: str, data: Path) -> dict:
+    return dict(device_modules=['eca_timm'], model=model, num_classes=10, data_dir=str(data), input_size=[1, 16, 16],
+                mean=[0.286], std=[0.353], crop_pct=1.0, device='cpu', workers=0, batch_size=10, opt='sgd', lr=0.05,
+                sched='cosine', epochs=EPOCHS, warmup_epochs=0, smoothing=0.0, color_jitter=0.0, scale=[0.8, 1.0],
+                checkpoint_hist=1)
+
+
+@pytest.fixture(scope='module')
+def study(tmp_path_factory, timm_scripts):
+    tmp = tmp_path_factory.mktemp('study')
+    data, _ = write_image_folder(tmp / 'data', 3, 2)
+    configs = tmp / 'configs'
+    configs.mkdir()
+    for name, model in VARIANTS.items():
+        (configs / f'{name}.yaml').write_text(yaml.safe_dump(_recipe(model, data)))
+    out = tmp / 'runs'
+    argv = ['study', str(configs), '--seeds', '2', '--out', str(out), '--parallel', '2',
+            '--scripts-dir', str(timm_scripts), '--log-interval', '1']
+    assert cli.main(argv) == 0
+    return configs, out, argv
+
+
+def _columns(summary: Path, col: str) -> np.ndarray:
+    with open(summary, newline='') as f:
+        return np.array([float(r[col]) for r in csv.DictReader(f)])
+
+
+def test_study_runs_every_variant_and_seed(study):
+    _, out, _ = study
+    assert sorted(str(p.relative_to(out)) for p in out.glob('*/*/summary.csv')) == [
+        'eca/seed0/summary.csv', 'eca/seed1/summary.csv', 'none/seed0/summary.csv', 'none/seed1/summary.csv']
+    args = yaml.safe_load((out / 'eca' / 'seed1' / 'args.yaml').read_text())
+    assert (args['model'], args['seed'], args['log_interval']) == ('eca_resnet18_cifar', 1, 1)  # recipe, seed, extra
+    assert list(read_summary(out / 'eca' / 'seed1' / 'summary.csv')) == list(range(EPOCHS))
+
+
+def test_restarted_study_skips_finished_runs(study, capsys):
+    _, out, argv = study
+    before = {p: p.stat().st_mtime_ns for p in out.glob('*/*/summary.csv')}
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert '4 runs, 4 complete already, 0 to run' in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.glob('*/*/summary.csv')} == before
+
+
+def test_plot_curves_and_table_match_the_runs(study):
+    _, out, _ = study
+    assert cli.main(['plot', str(out)]) == 0
+    curves = {c.variant: c for c in aggregate(out)}
+    assert sorted(curves) == ['eca', 'none']
+    table = (out / 'results.md').read_text()
+    for name, c in curves.items():
+        runs = [out / name / f'seed{s}' / 'summary.csv' for s in (0, 1)]
+        assert c.runs == [r.parent for r in runs]
+        for col in ('eval_top1', 'eval_loss', 'train_loss'):
+            values = np.stack([_columns(r, col) for r in runs])
+            np.testing.assert_allclose(c.mean[col], values.mean(axis=0))
+            np.testing.assert_allclose(c.std[col], values.std(axis=0, ddof=1))
+        top1 = np.stack([_columns(r, 'eval_top1') for r in runs])
+        final, best = top1[:, -1], top1.max(axis=1)
+        row = re.search(rf'^\| {name} \| 2 \| {EPOCHS} \| (.+?) ± (.+?) \| (.+?) ± (.+?) \|$', table, re.M)
+        assert row, table
+        assert [float(v) for v in row.groups()] == pytest.approx(
+            [final.mean(), final.std(ddof=1), best.mean(), best.std(ddof=1)], abs=0.006)
+
+    fig = plot_curves(list(curves.values()), ['eval_top1'], 'test')
+    lines = {ln.get_label().split(' ')[0]: ln for ln in fig.axes[0].lines}
+    for name, c in curves.items():  # the plotted curve is the mean, at epochs 1..N
+        np.testing.assert_allclose(lines[name].get_ydata(), c.mean['eval_top1'])
+        np.testing.assert_allclose(lines[name].get_xdata(), np.arange(1, EPOCHS + 1))
+
+    for png in ('top1.png', 'loss.png'):
+        with Image.open(out / png) as im:
+            im.verify()
+        with Image.open(out / png) as im:
+            pixels = np.asarray(im.convert('L'))
+        assert im.format == 'PNG' and pixels.shape[0] >= 400 and pixels.shape[1] >= 600
+        assert pixels.std() > 10  # drawn content, not a blank canvas
+
+
+def test_plot_of_an_empty_folder_fails(tmp_path, capsys):
+    assert cli.main(['plot', str(tmp_path)]) == 2
+    assert 'no runs in' in capsys.readouterr().err
+
+
+def test_study_with_bad_recipe_fails_before_training(tmp_path, timm_scripts, capsys):
+    (tmp_path / 'a.yaml').write_text(yaml.safe_dump({'device_modules': ['eca_timm'], 'model': 'eca_resnet18',
+                                                     'epoch': 3}))
+    rc = cli.main(['study', str(tmp_path), '--seeds', '1', '--out', str(tmp_path / 'runs'),
+                   '--scripts-dir', str(timm_scripts)])
+    assert rc == 2
+    assert "unknown train.py argument(s) 'epoch' (did you mean 'epochs'?)" in capsys.readouterr().err
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from eca_timm import study as study_mod
+    calls = []
+    monkeypatch.setattr(study_mod.subprocess, 'run',
+                        lambda cmd, **kw: calls.append(cmd) or study_mod.subprocess.CompletedProcess(cmd, 0))
+    with_ckpt = study_mod.StudyRun('eca', 0, tmp_path / 'r.yaml', tmp_path / 'eca' / 'seed0', ['--seed', '0'], 3)
+    with_ckpt.run_dir.mkdir(parents=True)
+    (with_ckpt.run_dir / 'last.pth.tar').write_bytes(b'')
+    (with_ckpt.run_dir / 'summary.csv').write_text('epoch,eval_top1\n0,10.0\n')
+    no_ckpt = study_mod.StudyRun('eca', 1, tmp_path / 'r.yaml', tmp_path / 'eca' / 'seed1', ['--seed', '1'], 3)
+    no_ckpt.run_dir.mkdir(parents=True)
+    (no_ckpt.run_dir / 'summary.csv').write_text('epoch,eval_top1\n0,10.0\n')
+    study_mod.run_study([with_ckpt, no_ckpt], parallel=1)
+    assert calls[0][-2:] == ['--resume', str(with_ckpt.run_dir / 'last.pth.tar')]
+    assert (with_ckpt.run_dir / 'summary.csv').exists()  # its rows continue after the resume
+    assert '--resume' not in calls[1] and not (no_ckpt.run_dir / 'summary.csv').exists()  # starts afresh
+
+
+def test_read_summary_after_resume(tmp_path):
+    path = tmp_path / 'summary.csv'
+    path.write_text('epoch,train_loss,eval_top1\n0,2.0,10.0\n1,1.5,20.0\n'
+                    'epoch,train_loss,eval_top1\n1,1.4,25.0\n2,1.0,30.0\n')  # killed in epoch 1 after its row
+    assert read_summary(path) == {0: {'epoch': 0.0, 'train_loss': 2.0, 'eval_top1': 10.0},
+                                  1: {'epoch': 1.0, 'train_loss': 1.4, 'eval_top1': 25.0},
+                                  2: {'epoch': 2.0, 'train_loss': 1.0, 'eval_top1': 30.0}}
