@@ -10,7 +10,6 @@ import argparse
 import copy
 import csv
 import functools
-import importlib.resources
 import json
 import logging
 import os
@@ -23,6 +22,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
+
+from ._resources import project_dir
 
 __all__ = [
     'HUB_ORG_ENV', 'load_manifest', 'hub_org', 'manifest_entry', 'repo_id', 'pretrained_cfgs',
@@ -41,23 +42,10 @@ RECIPE_KEYS = (
     'reprob', 'amp', 'img_size', 'input_size', 'seed')
 
 
-def _checkout_hub() -> Path:
-    """``hub/`` of the source checkout this package runs from (absent in a wheel install)."""
-    return Path(__file__).resolve().parent.parent / 'hub'
-
-
-def _hub_data() -> Any:
-    """The ``hub/`` folder: packaged as ``eca_timm.hub_data`` (wheel), else the source checkout's."""
-    try:
-        return importlib.resources.files('eca_timm.hub_data')
-    except ModuleNotFoundError:  # a source checkout (PYTHONPATH or editable install)
-        return _checkout_hub()
-
-
 @functools.lru_cache(maxsize=None)
 def load_manifest() -> Dict[str, Any]:
     """The parsed ``hub/manifest.json``."""
-    return json.loads((_hub_data() / 'manifest.json').read_text(encoding='utf-8'))
+    return json.loads((project_dir('eca_timm.hub_data', 'hub') / 'manifest.json').read_text(encoding='utf-8'))
 
 
 def hub_org() -> str:
@@ -221,7 +209,7 @@ def render_model_card(
         f'ECA-Net image classification weights for `{model.pretrained_cfg.get("architecture")}`, for timm via the '
         f'`eca_timm` plugin. ECA (Efficient Channel Attention) gates each residual block\'s channels with a 1-D '
         f'convolution over the pooled channel descriptor.')
-    template = string.Template((_hub_data() / 'model_card.md').read_text(encoding='utf-8'))
+    template = string.Template((project_dir('eca_timm.hub_data', 'hub') / 'model_card.md').read_text(encoding='utf-8'))
     return template.substitute(
         metadata=_card_metadata(name, license, dataset, metrics), repo_name=name, repo_id=repo_id,
         description=description, architecture=cfg.get('architecture'),
@@ -458,7 +446,7 @@ def load_publish_source(
 
 def _check_record(model: nn.Module, info: Dict[str, Any]) -> Tuple[Path, str, str]:
     """Manifest path, architecture and tag for ``--record``, or an error saying what is missing."""
-    path = _checkout_hub() / 'manifest.json'
+    path = Path(__file__).resolve().parent.parent / 'hub' / 'manifest.json'
     if not path.is_file():
         raise FileNotFoundError(f'{path} not found: --record updates hub/manifest.json of an eca-timm source checkout')
     arch, tag = model.pretrained_cfg['architecture'], info.get('tag')

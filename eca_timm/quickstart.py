@@ -23,13 +23,14 @@ from typing import Any, List, Optional
 import timm
 import yaml
 
+from ._resources import project_dir
 from .fashion_mnist import write_image_folder
 from .run import SCRIPT_NAMES, default_scripts_cache, find_scripts_dir
 
 __all__ = ['TIMM_REPO_URL', 'fetch_scripts', 'quickstart']
 
 TIMM_REPO_URL = 'https://github.com/huggingface/pytorch-image-models'
-RECIPE = Path(__file__).resolve().parents[1] / 'train_configs' / 'fashion_mnist' / 'eca_resnet18_cifar.yaml'
+RECIPE = project_dir('eca_timm.train_configs', 'train_configs') / 'fashion_mnist' / 'eca_resnet18_cifar.yaml'
 EXTRA_SCRIPTS = ('distributed_train.sh',)
 
 
@@ -96,8 +97,7 @@ def quickstart(out: os.PathLike, epochs: Optional[int] = None, scripts_dir: Opti
         raise FileExistsError(f'{out} is not empty: pass --out with a new folder')
     if not recipe.is_file():
         raise FileNotFoundError(
-            f'recipe {recipe} not found: the quickstart uses train_configs/ of an eca-timm source checkout '
-            f'(git clone, then pip install -e .), or pass --recipe')
+            f'recipe {recipe} not found: pass --recipe with a train.py YAML recipe')
     start = t = _step(1, 'timm\'s scripts')
     scripts = find_scripts_dir(scripts_dir)
     if scripts is None:
