@@ -12,9 +12,10 @@ from .eca_resnet import EcaResNet
 
 __version__ = '0.1.0'
 
-# timm's registry groups models by the defining module's name: timm.list_models(module=MODEL_MODULES).
-# The CIFAR study models (module 'cifar_resnet') are baselines, not ECA-Net releases: not listed here.
+# timm's registry groups models by the defining module's name: timm.list_models(module=list(MODEL_MODULES)).
+# The CIFAR study models (module 'cifar_resnet') are baselines, not ECA-Net releases: STUDY_MODULES.
 MODEL_MODULES = ('eca_resnet', 'eca_mobilenetv2')
+STUDY_MODULES = ('cifar_resnet',)
 
-__all__ = ['CifarEcaResNet', 'CifarResNet', 'EcaLayer', 'EcaMobileNetV2', 'EcaResNet', 'MODEL_MODULES',
+__all__ = ['CifarEcaResNet', 'CifarResNet', 'EcaLayer', 'EcaMobileNetV2', 'EcaResNet', 'MODEL_MODULES', 'STUDY_MODULES',
            'RELEASED_KERNEL_SIZES', 'adaptive_kernel_size']

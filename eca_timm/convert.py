@@ -140,7 +140,7 @@ def _fit_to_model(state_dict: StateDict, model: nn.Module, allow_missing_eca: bo
     # timm adapts the classifier (num_classes) and the first conv (in_chans) after the filter.
     adapted = {f'{m}.{p}' for m in (cfg.get('classifier'), cfg.get('first_conv')) if m for p in ('weight', 'bias')}
     eca_keys = _eca_keys(model)
-    no_eca = not any(k in state_dict for k in eca_keys)
+    no_eca = bool(eca_keys) and not any(k in state_dict for k in eca_keys)  # models without ECA: plain check
     if no_eca and not allow_missing_eca:
         raise _fit_error(model, state_dict, eca_keys[0], 'the checkpoint has no ECA weights (a plain ResNet / '
                          'MobileNetV2?); start from it with pretrained_cfg_overlay=dict(file=...) or train.py '

@@ -213,7 +213,8 @@ def render_model_card(
     return template.substitute(
         metadata=_card_metadata(name, license, dataset, metrics), repo_name=name, repo_id=repo_id,
         description=description, architecture=cfg.get('architecture'),
-        kernel_sizes=', '.join(map(str, model.eca_kernel_sizes)), params_m=f'{params / 1e6:.2f}',
+        kernel_sizes=', '.join(map(str, getattr(model, 'eca_kernel_sizes', ()))) or 'none (a study baseline)',
+        params_m=f'{params / 1e6:.2f}',
         gmacs=f'{gmacs:.2f}', img_size=input_size[-1], input_size=' x '.join(map(str, input_size)),
         num_classes=model.num_classes, dataset=dataset or 'custom', source=src, recipe=recipe_md, results=results)
 
@@ -264,11 +265,12 @@ def write_hub_folder(
     if metrics:
         cfg['description'] = f"{dataset or ''} {_metrics_line(metrics)}".strip()
     model_config = {'label_names': list(label_names)} if label_names else None
+    model_args = {'eca_kernel_sizes': list(model.eca_kernel_sizes)} if hasattr(model, 'eca_kernel_sizes') else None
     source_cfg, model.pretrained_cfg = model.pretrained_cfg, cfg
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.tmp-'))
     try:
         save_for_hf(
-            model, tmp, model_config=model_config, model_args={'eca_kernel_sizes': list(model.eca_kernel_sizes)},
+            model, tmp, model_config=model_config, model_args=model_args,
             safe_serialization=True, data_config=data_config)
         (tmp / 'README.md').write_text(render_model_card(
             model, repo_id, metrics=metrics, dataset=dataset, license=license, source=source, recipe=recipe,
@@ -370,11 +372,11 @@ def load_publish_source(
     import timm
     import yaml
     from timm.models import load_state_dict
-    from . import MODEL_MODULES
+    from . import MODEL_MODULES, STUDY_MODULES
     from .convert import file_sha256
 
     src = Path(source)
-    known = set(timm.list_models(module=list(MODEL_MODULES)))
+    known = set(timm.list_models(module=list(MODEL_MODULES + STUDY_MODULES)))
     info: Dict[str, Any] = {}
     if src.is_dir() and (src / 'config.json').is_file():  # a converted / downloaded Hub folder
         model = timm.create_model(f'local-dir:{src}', pretrained=True)

@@ -119,6 +119,20 @@ def test_publish_train_folder_dry_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['eca_resnet18.c10', 'train']  # no temp folders left
 
 
+@pytest.mark.parametrize('name, kernel_line', [('resnet18_cifar', 'none (a study baseline)'),
+                                                 ('eca_resnet18_cifar', '3, 5, 7, 7')])
+def test_publish_study_model_and_reload(tmp_path, name, kernel_line):
+    """The attention study's models (no ECA for the baselines) publish and reload with local-dir:."""
+    run = _train_folder(tmp_path / 'run', name=name)
+    out = tmp_path / 'repo'
+    assert main(['publish', str(tmp_path / 'run'), '--repo-id', f'me/{name}.c10', '--dry-run', '--out', str(out)]) == 0
+    assert kernel_line in (out / 'README.md').read_text()
+    reloaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), run['ema'](x))
+
+
 def test_publish_converted_folder(tmp_path):
     from official_eca import official_resnet, randomize_, save_official
     src = tmp_path / 'eca_resnet18_k3577.pth.tar'
