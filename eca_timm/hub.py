@@ -42,10 +42,20 @@ RECIPE_KEYS = (
     'reprob', 'amp', 'img_size', 'input_size', 'seed')
 
 
+def _hub_data() -> Path:
+    """The ``hub/`` folder: the source checkout's, else its copy packaged as ``eca_timm.hub_data`` (wheel)."""
+    return project_dir('eca_timm.hub_data', 'hub')
+
+
+def _checkout_hub() -> Path:
+    """``hub/`` of the source checkout this package runs from (absent in a wheel install)."""
+    return Path(__file__).resolve().parent.parent / 'hub'
+
+
 @functools.lru_cache(maxsize=None)
 def load_manifest() -> Dict[str, Any]:
     """The parsed ``hub/manifest.json``."""
-    return json.loads((project_dir('eca_timm.hub_data', 'hub') / 'manifest.json').read_text(encoding='utf-8'))
+    return json.loads((_hub_data() / 'manifest.json').read_text(encoding='utf-8'))
 
 
 def hub_org() -> str:
@@ -209,7 +219,7 @@ def render_model_card(
         f'ECA-Net image classification weights for `{model.pretrained_cfg.get("architecture")}`, for timm via the '
         f'`eca_timm` plugin. ECA (Efficient Channel Attention) gates each residual block\'s channels with a 1-D '
         f'convolution over the pooled channel descriptor.')
-    template = string.Template((project_dir('eca_timm.hub_data', 'hub') / 'model_card.md').read_text(encoding='utf-8'))
+    template = string.Template((_hub_data() / 'model_card.md').read_text(encoding='utf-8'))
     return template.substitute(
         metadata=_card_metadata(name, license, dataset, metrics), repo_name=name, repo_id=repo_id,
         description=description, architecture=cfg.get('architecture'),
@@ -407,9 +417,10 @@ def load_publish_source(
             f"{ckpt}: cannot tell the model (arch={meta.get('arch')!r}); pass --model, one of {sorted(known)}")
     ema = use_ema and meta.get('has_ema', False)
     kwargs = dict(args.get('model_kwargs') or {})
-    for k in ('num_classes', 'in_chans'):
-        if args.get(k) is not None:
-            kwargs[k] = args[k]
+    if args.get('num_classes') is not None:
+        kwargs['num_classes'] = args['num_classes']
+    if args.get('in_chans') is not None or args.get('input_size'):  # train.py's rule: in_chans, else input_size[0]
+        kwargs['in_chans'] = args['in_chans'] if args.get('in_chans') is not None else args['input_size'][0]
     model = _create(name, load_state_dict(str(ckpt), use_ema=ema), **kwargs)
     tag = _repo_tag(repo, name)
     entry = manifest_entry(f'{name}.{tag}') or {}
@@ -448,7 +459,7 @@ def load_publish_source(
 
 def _check_record(model: nn.Module, info: Dict[str, Any]) -> Tuple[Path, str, str]:
     """Manifest path, architecture and tag for ``--record``, or an error saying what is missing."""
-    path = Path(__file__).resolve().parent.parent / 'hub' / 'manifest.json'
+    path = _checkout_hub() / 'manifest.json'
     if not path.is_file():
         raise FileNotFoundError(f'{path} not found: --record updates hub/manifest.json of an eca-timm source checkout')
     arch, tag = model.pretrained_cfg['architecture'], info.get('tag')

@@ -48,14 +48,17 @@ def _randomized(name: str, seed: int, **kwargs) -> torch.nn.Module:
     return model.eval()
 
 
-def _train_folder(path: Path, name: str = 'eca_resnet18', num_classes: int = 10) -> dict:
+def _train_folder(path: Path, name: str = 'eca_resnet18', num_classes: int = 10, in_chans: int = 3) -> dict:
     """A timm train.py output folder: model_best.pth.tar (with EMA), args.yaml, summary.csv."""
     path.mkdir(parents=True)
-    model, ema = _randomized(name, 1, num_classes=num_classes), _randomized(name, 2, num_classes=num_classes)
+    kw = dict(num_classes=num_classes, in_chans=in_chans)
+    model, ema = _randomized(name, 1, **kw), _randomized(name, 2, **kw)
+    input_size = None if in_chans == 3 else [in_chans, 28, 28]  # train.py: in_chans=None, taken from input_size
+    mean_std = None if in_chans == 3 else [0.5] * in_chans
     args = dict(model=name, num_classes=num_classes, dataset='torch/cifar10', data_dir='/data/cifar10', epochs=3,
                 batch_size=128, opt='sgd', lr=0.1, momentum=0.9, weight_decay=5e-4, sched='cosine', smoothing=0.1,
-                model_ema=True, eval_metric='top1', img_size=None, input_size=None, crop_pct=None, mean=None,
-                std=None, interpolation='', model_kwargs={})
+                model_ema=True, eval_metric='top1', img_size=None, input_size=input_size, crop_pct=None, mean=mean_std,
+                std=mean_std, interpolation='', model_kwargs={}, in_chans=None)
     torch.save({'epoch': 1, 'arch': name, 'state_dict': model.state_dict(), 'state_dict_ema': ema.state_dict(),
                 'optimizer': {}, 'args': argparse.Namespace(**args), 'metric': 61.5, 'version': 2},
                path / 'model_best.pth.tar')
@@ -123,12 +126,12 @@ def test_publish_train_folder_dry_run(tmp_path):
                                                  ('eca_resnet18_cifar', '3, 5, 7, 7')])
 def test_publish_study_model_and_reload(tmp_path, name, kernel_line):
     """The attention study's models (no ECA for the baselines) publish and reload with local-dir:."""
-    run = _train_folder(tmp_path / 'run', name=name)
+    run = _train_folder(tmp_path / 'run', name=name, in_chans=1)
     out = tmp_path / 'repo'
     assert main(['publish', str(tmp_path / 'run'), '--repo-id', f'me/{name}.c10', '--dry-run', '--out', str(out)]) == 0
     assert kernel_line in (out / 'README.md').read_text()
     reloaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 1, 28, 28)  # grayscale: train.py took in_chans from input_size, as args.yaml records
     with torch.no_grad():
         assert torch.equal(reloaded(x), run['ema'](x))
 
