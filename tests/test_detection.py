@@ -178,6 +178,20 @@ def test_pretrained_backbone_weights_land_unchanged_and_frozen_layers(eca_resnet
     assert not any(p.requires_grad for p in none.backbone.body.parameters())
 
 
+def test_official_eca_checkpoint_as_backbone_weights(tmp_path):
+    """A released ECA-Net file (official keys, module. prefix, wrapper dict) loads into the detection backbone."""
+    from official_eca import official_resnet, randomize_, save_official
+    official = randomize_(official_resnet(18, (3, 5, 7, 7)))
+    path = tmp_path / 'eca_resnet18_k3577.pth.tar'
+    save_official(official, path)
+    body = models.create_detection_model(
+        'fasterrcnn_eca_resnet18_fpn', num_classes=3, weights_backbone=str(path)).backbone.body.state_dict()
+    reference = official.state_dict()
+    assert body['layer4.1.se.conv.weight'].shape == (1, 1, 7)
+    for k, v in body.items():
+        torch.testing.assert_close(v, reference[k.replace('.se.', '.eca.')], rtol=0, atol=0, msg=k)
+
+
 def test_backbone_weights_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"Backbone weights file .*missing\.pth.* not found"):
         maskrcnn_eca_resnet50_fpn(weights_backbone=str(tmp_path / 'missing.pth'))
