@@ -6,10 +6,9 @@
 3. timm's train.py trains the CIFAR-stem ECA-ResNet-18 with ``train_configs/fashion_mnist/eca_resnet18_cifar.yaml``.
 4. timm's validate.py evaluates model_best.pth.tar on the held-out images.
 5. ``eca-timm publish --dry-run`` writes a Hub-ready folder; timm reloads it with ``local-dir:`` and validate.py
-   evaluates the reloaded model (skipped, saying so, in an eca-timm without the publish command).
+   evaluates the reloaded model.
 """
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -85,10 +84,6 @@ def _validate(scripts: Path, model_args: List[str], data: Path, results: Path) -
     return float(json.loads(results.read_text())['top1'])
 
 
-def _publish_available() -> bool:
-    return importlib.util.find_spec('eca_timm.hub') is not None
-
-
 def quickstart(out: os.PathLike, epochs: Optional[int] = None, scripts_dir: Optional[os.PathLike] = None,
                recipe: os.PathLike = RECIPE) -> dict:
     """Run the five steps into ``out``; return the top-1 of model_best and of its published, reloaded copy."""
@@ -124,26 +119,19 @@ def quickstart(out: os.PathLike, epochs: Optional[int] = None, scripts_dir: Opti
     _step(4, 'validate.py: model_best.pth.tar on the held-out images')
     top1 = _validate(scripts, ['--model', args['model'], '--checkpoint', str(run_dir / 'model_best.pth.tar')]
                      + model_args, data, out / 'validate.json')
-    result = {'top1': top1, 'train_minutes': train_minutes, 'epochs': args['epochs'], 'reloaded_top1': None}
+    result = {'top1': top1, 'train_minutes': train_minutes, 'epochs': args['epochs'], }
 
     _step(5, 'eca-timm publish --dry-run, reload with local-dir:, validate.py')
-    if not _publish_available():
-        print('skipped: this eca-timm has no `eca-timm publish` (eca_timm.hub) yet', flush=True)
-    else:
-        hub = out / 'hub'
-        subprocess.run([sys.executable, '-m', 'eca_timm.cli', 'publish', str(run_dir), '--repo-id',
-                        f'local/{args["model"]}.fashion_mnist_quickstart', '--dry-run', '--out', str(hub)], check=True)
-        folders = [hub] if (hub / 'config.json').is_file() else [p.parent for p in hub.glob('*/config.json')]
-        if len(folders) != 1:
-            raise RuntimeError(f'eca-timm publish wrote no single config.json folder under {hub}')
-        result['reloaded_top1'] = _validate(scripts, ['--model', f'local-dir:{folders[0]}'] + model_args, data,
-                                            out / 'validate_reloaded.json')
+    hub = out / 'hub'
+    subprocess.run([sys.executable, '-m', 'eca_timm.cli', 'publish', str(run_dir), '--repo-id',
+                    f'local/{args["model"]}.fashion_mnist_quickstart', '--dry-run', '--out', str(hub)], check=True)
+    result['reloaded_top1'] = _validate(scripts, ['--model', f'local-dir:{hub}'] + model_args, data,
+                                        out / 'validate_reloaded.json')
 
     print(f'\nECA-ResNet-18 (CIFAR stem), {args["epochs"]} epochs on {counts["train"]} Fashion-MNIST images: '
           f'top-1 {top1:.2f}% on {counts["validation"]} held-out images (chance 10%); training took '
           f'{train_minutes:.1f} min, all steps {(time.monotonic() - start) / 60:.1f} min.')
-    if result['reloaded_top1'] is not None:
-        print(f'reloaded from the published folder with local-dir:: top-1 {result["reloaded_top1"]:.2f}%')
+    print(f'reloaded from the published folder with local-dir:: top-1 {result["reloaded_top1"]:.2f}%')
     print(f'outputs in {out}')
     return result
 
