@@ -3,9 +3,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import model_table
+from . import bench, model_table
 
-COMMANDS = (model_table,)
+COMMANDS = (model_table, bench)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

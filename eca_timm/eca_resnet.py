@@ -31,8 +31,9 @@ class EcaBasicBlock(BasicBlock):
         x = self.drop_block(x)
         x = self.act1(x)
         x = self.aa(x)
-        bn_input = self.conv2(x)
-        x = self.bn2(bn_input)
+        x = self.conv2(x)
+        bn_input = x if torch.is_grad_enabled() else None
+        x = self.bn2(x)
         gate = self.se.gate(x)
         if self.drop_path is not None:
             gate = self.drop_path(gate)
@@ -62,8 +63,9 @@ class EcaBottleneck(Bottleneck):
         x = self.drop_block(x)
         x = self.act2(x)
         x = self.aa(x)
-        bn_input = self.conv3(x)
-        x = self.bn3(bn_input)
+        x = self.conv3(x)
+        bn_input = x if torch.is_grad_enabled() else None
+        x = self.bn3(x)
         gate = self.se.gate(x)
         if self.drop_path is not None:
             gate = self.drop_path(gate)

@@ -75,7 +75,7 @@ def _recomputable(bn: nn.Module) -> bool:
     return type(bn) is BatchNormAct2d and isinstance(bn.act, nn.Identity) and isinstance(bn.drop, nn.Identity)
 
 
-def gated_residual(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor, bn_input: torch.Tensor,
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor, bn_input: Optional[torch.Tensor],
                    bn: nn.Module) -> torch.Tensor:
     """``shortcut + x * gate`` where ``x = bn(bn_input)``; may overwrite ``x`` (a fresh BatchNorm output).
 
@@ -83,10 +83,15 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor, 
         x: The norm layer's output, [B, C, H, W]; not used after this call.
         gate: Per-channel scale, [B, C, 1, 1] (ECA gate, with drop path folded in).
         shortcut: Residual branch, same shape as ``x``.
-        bn_input: The norm layer's input, recomputed into ``x`` for the gate's gradient.
+        bn_input: The norm layer's input, recomputed into ``x`` for the gate's gradient (None when grad is off,
+            so that inference does not keep it alive).
         bn: The norm layer; a plain BatchNorm2d gets the memory-saving path, any other the plain ``addcmul``.
     """
-    if _is_fx_tracing() or _is_compiling() or not _recomputable(bn):
+    if _is_fx_tracing() or _is_compiling():
+        return torch.addcmul(shortcut, x, gate)
+    if not torch.is_grad_enabled():
+        return torch.addcmul(shortcut, x, gate, out=x)
+    if bn_input is None or not _recomputable(bn):
         return torch.addcmul(shortcut, x, gate)
     use_batch_stats = bn.training or bn.running_mean is None
     return _BnGatedResidual.apply(
