@@ -19,6 +19,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import timm
@@ -28,6 +29,7 @@ from timm.layers import EcaModule
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.benchmark import Timer
+from torch.utils.benchmark.utils.timer import timer as benchmark_timer
 
 from ._build import RELEASED_KERNEL_SIZES
 from .eca_resnet import ECA_RESNET_ARCHS, EcaResNet
@@ -39,6 +41,9 @@ _logger = logging.getLogger(__name__)
 PHASES = ('infer', 'train')
 MODES = ('eager', 'channels_last', 'compile')
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+# 'wall': torch.utils.benchmark's default clock (synchronizes the accelerator). 'cpu': this process's CPU time,
+# which other processes on a shared machine barely disturb (best with one thread: no OpenMP spin-waiting).
+CLOCKS = {'wall': benchmark_timer, 'cpu': time.process_time}
 
 
 def _timm_eca_resnet(name: str, **kwargs: Any) -> nn.Module:
@@ -158,9 +163,14 @@ def run_benchmark(
         min_run_time: float = 1.0,
         warmup: int = 2,
         include: Optional[Sequence[str]] = None,
+        clock: str = 'wall',
 ) -> Dict[str, Any]:
     """Time ``model_name`` against its baselines in every setting; returns the JSON-ready results."""
     dev = torch.device(device)
+    if clock not in CLOCKS:
+        raise ValueError(f'clock must be one of {list(CLOCKS)}, got {clock!r}')
+    if clock == 'cpu' and dev.type != 'cpu':
+        raise ValueError(f"clock='cpu' times this process's CPU work and misses {dev.type} kernels; use clock='wall'")
     constructors = comparison_models(model_name)
     if include:
         unknown = [m for m in include if m not in constructors]
@@ -177,13 +187,14 @@ def run_benchmark(
                 try:
                     results.extend(_bench_setting(
                         constructors, reference, phase, mode, PRECISIONS[precision], dev, batch_size, img_size,
-                        rounds, min_run_time, warmup, setting))
+                        rounds, min_run_time, warmup, CLOCKS[clock], setting))
                 except RuntimeError as e:  # e.g. an autocast dtype or compile backend the device lacks
                     _logger.warning('skipped %s: %s', setting, e)
                     results.append(dict(setting, skipped=str(e).splitlines()[0]))
     return {
         'model': model_name, 'reference': reference, 'device': device, 'device_name': _device_name(dev),
         'batch_size': batch_size, 'img_size': img_size, 'rounds': rounds, 'min_run_time': min_run_time,
+        'clock': clock,
         'torch': torch.__version__, 'timm': timm.__version__, 'num_threads': torch.get_num_threads(),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'results': results,
@@ -191,7 +202,7 @@ def run_benchmark(
 
 
 def _bench_setting(constructors, reference, phase, mode, autocast, dev, batch_size, img_size, rounds,
-                   min_run_time, warmup, setting) -> List[Dict[str, Any]]:
+                   min_run_time, warmup, clock, setting) -> List[Dict[str, Any]]:
     memory_format = torch.channels_last if mode in ('channels_last', 'compile') else torch.contiguous_format
     x = torch.randn(batch_size, 3, img_size, img_size, device=dev).to(memory_format=memory_format)
     steps = {}
@@ -209,7 +220,8 @@ def _bench_setting(constructors, reference, phase, mode, autocast, dev, batch_si
     labels = list(steps)
     for r in range(rounds):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-            timer = Timer(stmt='step()', globals={'step': steps[label]}, num_threads=torch.get_num_threads())
+            timer = Timer(stmt='step()', globals={'step': steps[label]}, num_threads=torch.get_num_threads(),
+                          timer=clock)
             times[label].append(timer.blocked_autorange(min_run_time=min_run_time).median)
         _logger.info('  round %d/%d: %s', r + 1, rounds,
                      ', '.join(f'{k} {batch_size / v[-1]:.1f} img/s' for k, v in times.items()))
@@ -259,7 +271,7 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     report = run_benchmark(
         args.model, args.phases, args.modes, args.precisions, args.device, args.batch_size, args.img_size,
-        args.rounds, args.min_run_time, args.warmup, args.include)
+        args.rounds, args.min_run_time, args.warmup, args.include, args.clock)
     report['command'] = ' '.join(['eca-timm', *map(shlex.quote, sys.argv[1:])])
     print(format_table(report))
     if args.output:
@@ -285,6 +297,8 @@ def register(subparsers: Any) -> None:
     p.add_argument('--rounds', type=int, default=5, help='interleaved rounds; medians are taken over them')
     p.add_argument('--min-run-time', type=float, default=1.0, help='seconds per blocked_autorange measurement')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls per model and setting')
+    p.add_argument('--clock', default='wall', choices=list(CLOCKS),
+                   help="'cpu' times process CPU time (robust on a shared CPU machine; use with --threads 1)")
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
     p.add_argument('--output', default=None, help='write the results as JSON here')
     p.set_defaults(func=_run)
