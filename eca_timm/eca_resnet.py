@@ -12,16 +12,16 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from .eca import EcaLayer
-from .fused import gated_residual
+from .fused import bn_eca_residual
 
 __all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS']
 
 
 class EcaBasicBlock(BasicBlock):
-    """timm's ``BasicBlock`` whose ``.se`` ECA gate is fused into the residual add (``gated_residual``).
+    """timm's ``BasicBlock`` with its ``.se`` ECA layer fused into the residual add (``bn_eca_residual``).
 
-    Same modules, state dict and values as ``BasicBlock`` with ``se=EcaLayer``; drop path is applied to the
-    per-sample gate instead of the full-size branch (the same per-sample scaling).
+    Same modules, state dict and values as ``BasicBlock(attn_layer=EcaLayer)``; drop path scales the per-sample
+    gate instead of the full-size branch (the same per-sample factor).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,25 +32,24 @@ class EcaBasicBlock(BasicBlock):
         x = self.act1(x)
         x = self.aa(x)
         x = self.conv2(x)
-        bn_input = x if torch.is_grad_enabled() else None
-        x = self.bn2(x)
-        gate = self.se.gate(x)
-        if self.drop_path is not None:
-            gate = self.drop_path(gate)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
         if torch.jit.is_scripting():
+            x = self.bn2(x)
+            gate = self.se.gate(x)
+            if self.drop_path is not None:
+                gate = self.drop_path(gate)
             x = torch.addcmul(shortcut, x, gate)
         else:
-            x = gated_residual(x, gate, shortcut, bn_input, self.bn2)
+            x = bn_eca_residual(x, self.bn2, self.se, shortcut, self.drop_path)
         return self.act2(x)
 
 
 class EcaBottleneck(Bottleneck):
-    """timm's ``Bottleneck`` whose ``.se`` ECA gate is fused into the residual add (``gated_residual``).
+    """timm's ``Bottleneck`` with its ``.se`` ECA layer fused into the residual add (``bn_eca_residual``).
 
-    Same modules, state dict and values as ``Bottleneck`` with ``se=EcaLayer``; drop path is applied to the
-    per-sample gate instead of the full-size branch (the same per-sample scaling).
+    Same modules, state dict and values as ``Bottleneck(attn_layer=EcaLayer)``; drop path scales the per-sample
+    gate instead of the full-size branch (the same per-sample factor).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,17 +63,16 @@ class EcaBottleneck(Bottleneck):
         x = self.act2(x)
         x = self.aa(x)
         x = self.conv3(x)
-        bn_input = x if torch.is_grad_enabled() else None
-        x = self.bn3(x)
-        gate = self.se.gate(x)
-        if self.drop_path is not None:
-            gate = self.drop_path(gate)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
         if torch.jit.is_scripting():
+            x = self.bn3(x)
+            gate = self.se.gate(x)
+            if self.drop_path is not None:
+                gate = self.drop_path(gate)
             x = torch.addcmul(shortcut, x, gate)
         else:
-            x = gated_residual(x, gate, shortcut, bn_input, self.bn3)
+            x = bn_eca_residual(x, self.bn3, self.se, shortcut, self.drop_path)
         return self.act3(x)
 
 

@@ -1,21 +1,22 @@
-"""ECA's scale fused into the residual add: ``shortcut + x * gate`` in one pass, written over ``x``.
+"""BatchNorm -> ECA -> residual add with ECA's scale fused into the add, for the ECA blocks.
 
-A plain ``shortcut + eca(x)`` costs two full-size passes (the scale, then the add) and, when training, keeps the
-BatchNorm output ``x`` for the gate's gradient: one more activation per block than the plain ResNet block, which
-only keeps the BatchNorm input and the ReLU output. ``gated_residual`` does the scale and the add in one
-``addcmul`` written into ``x``'s memory (like ResNet's in-place ``x += shortcut``) and, when ``x`` is the output
-of a plain BatchNorm, recomputes ``x`` from the BatchNorm input (which BatchNorm keeps anyway) in the backward pass
-instead of keeping it. TorchScript, fx symbolic tracing, torch.compile (whose own fusion and recompute
-partitioner handle this) and other norm layers take the plain ``torch.addcmul(shortcut, x, gate)``, the same values.
+A plain ``shortcut + eca(bn(c))`` costs two full-size passes (the scale, then the add) and, when training, keeps
+the BatchNorm output for the gate's gradient: one more activation per block than the plain ResNet block, which
+keeps only the BatchNorm input ``c`` and the ReLU output. ``bn_eca_residual`` does the scale and the add in one
+``addcmul`` written over the BatchNorm output (like ResNet's in-place ``x += shortcut``) and, for a plain
+BatchNorm, computes the gate's gradient from ``c`` (kept by BatchNorm anyway) and the batch statistics BatchNorm
+returns, so nothing more is kept. fx symbolic tracing, torch.compile (whose fusion and recompute partitioner do
+this on their own) and other norm layers take the plain ops; the values are the same.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
 from timm.layers import BatchNormAct2d
+
+from .eca import EcaLayer
 
 try:
     from torch.fx._symbolic_trace import is_fx_symbolic_tracing as _is_fx_tracing
@@ -24,76 +25,109 @@ except ImportError:  # torch < 2.5
 
 _is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.is_compiling  # torch < 2.3
 
-__all__ = ['gated_residual']
+__all__ = ['bn_eca_residual']
 
 
-class _BnGatedResidual(torch.autograd.Function):
-    """``shortcut + x * gate`` in place of ``x``; the backward recomputes ``x = bn(bn_input)``."""
+class _GatedResidual(torch.autograd.Function):
+    """``shortcut + x * gate`` (or ``x * gate``) over ``x``, where ``x = bn(c) = scale * (c - mean) + shift``.
+
+    The backward needs ``sum_hw(grad * x) = scale * sum_hw(grad * (c - mean)) + shift * sum_hw(grad)`` for the gate:
+    from ``c`` and per-channel vectors instead of a kept ``x``.
+    """
 
     @staticmethod
-    def forward(
-            ctx,
-            x: torch.Tensor,
-            gate: torch.Tensor,
-            shortcut: torch.Tensor,
-            bn_input: torch.Tensor,
-            weight: Optional[torch.Tensor],
-            bias: Optional[torch.Tensor],
-            running_mean: Optional[torch.Tensor],
-            running_var: Optional[torch.Tensor],
-            eps: float,
-    ) -> torch.Tensor:
-        # Batch statistics (no running stats passed) are recomputed from bn_input; running stats are kept only
-        # in eval mode, where no forward updates them before this backward.
-        ctx.save_for_backward(gate, bn_input, weight, bias, running_mean, running_var)
-        ctx.eps = eps
-        ctx.x_dtype = x.dtype
+    def forward(ctx, x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Tensor], c: torch.Tensor,
+                mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gate, c, mean, scale, shift)
         ctx.mark_dirty(x)
-        return torch.addcmul(shortcut, x, gate, out=x)
+        return _scale_add(x, gate, shortcut, out=x)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        gate, bn_input, weight, bias, running_mean, running_var = ctx.saved_tensors
-        grad_x = grad * gate if ctx.needs_input_grad[0] else None
+        gate, c, mean, scale, shift = ctx.saved_tensors
+        view = (1, -1, 1, 1)
+        # c - mean: the one full-size temporary (fp32 for low-precision c), reused for grad_x when dtypes agree
+        buf = torch.sub(c, mean.view(view))
         grad_gate = None
         if ctx.needs_input_grad[1]:
-            x = F.batch_norm(
-                bn_input.to(ctx.x_dtype), running_mean, running_var, weight, bias,
-                training=running_mean is None, momentum=0., eps=ctx.eps)
-            acc_dtype = torch.promote_types(x.dtype, torch.float32)  # sum low-precision products in fp32
-            grad_gate = torch.sum(grad * x, dim=(2, 3), keepdim=True, dtype=acc_dtype).to(gate.dtype)
+            acc_dtype = torch.promote_types(grad.dtype, torch.float32)  # sum low-precision products in fp32
+            dot = buf.mul_(grad).sum(dim=(2, 3), keepdim=True, dtype=acc_dtype)
+            total = grad.sum(dim=(2, 3), keepdim=True, dtype=acc_dtype)
+            grad_gate = (scale.view(view) * dot + shift.view(view) * total).to(gate.dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mul(grad, gate, out=buf) if buf.dtype == grad.dtype else grad * gate
         grad_shortcut = grad if ctx.needs_input_grad[2] else None
-        return grad_x, grad_gate, grad_shortcut, None, None, None, None, None, None
+        return grad_x, grad_gate, grad_shortcut, None, None, None, None
 
 
-def _recomputable(bn: nn.Module) -> bool:
-    """True when ``bn``'s forward is exactly ``F.batch_norm`` with its own parameters and buffers."""
+class _SpatialMean(torch.autograd.Function):
+    """``x.mean((2, 3))`` whose gradient is a broadcast view, not a full-size tensor: autograd adds it in place
+    into ``x``'s gradient from the scale instead of writing (and allocating) it first."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.mean(dim=(2, 3))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return (grad / (ctx.shape[2] * ctx.shape[3]))[:, :, None, None].expand(ctx.shape)
+
+
+def _scale_add(x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Tensor],
+               out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    if shortcut is None:
+        return torch.mul(x, gate, out=out) if out is not None else x * gate
+    return torch.addcmul(shortcut, x, gate, out=out) if out is not None else torch.addcmul(shortcut, x, gate)
+
+
+def _is_plain_batch_norm(bn: nn.Module) -> bool:
+    """True when ``bn``'s forward is exactly ``nn.BatchNorm2d``'s (timm's BatchNormAct2d without act and drop)."""
     if type(bn) is nn.BatchNorm2d:
         return True
-    # timm's BatchNormAct2d without activation and drop (as in EcaInvertedResidual's projection norm).
     return type(bn) is BatchNormAct2d and isinstance(bn.act, nn.Identity) and isinstance(bn.drop, nn.Identity)
 
 
-def gated_residual(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor, bn_input: Optional[torch.Tensor],
-                   bn: nn.Module) -> torch.Tensor:
-    """``shortcut + x * gate`` where ``x = bn(bn_input)``; may overwrite ``x`` (a fresh BatchNorm output).
+def _batch_norm_with_stats(bn: nn.Module, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``bn(c)`` as ``nn.BatchNorm2d.forward`` computes it, plus the mean and 1/std it normalized with."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep_running = not bn.training or bn.track_running_stats
+    x, mean, invstd = torch.native_batch_norm(
+        c, bn.weight, bn.bias, bn.running_mean if keep_running else None,
+        bn.running_var if keep_running else None, use_batch_stats, momentum, bn.eps)
+    if not use_batch_stats:
+        mean, invstd = bn.running_mean.clone(), torch.rsqrt(bn.running_var + bn.eps)
+    return x, mean, invstd
 
-    Args:
-        x: The norm layer's output, [B, C, H, W]; not used after this call.
-        gate: Per-channel scale, [B, C, 1, 1] (ECA gate, with drop path folded in).
-        shortcut: Residual branch, same shape as ``x``.
-        bn_input: The norm layer's input, recomputed into ``x`` for the gate's gradient (None when grad is off,
-            so that inference does not keep it alive).
-        bn: The norm layer; a plain BatchNorm2d gets the memory-saving path, any other the plain ``addcmul``.
+
+def bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Optional[torch.Tensor],
+                    drop_path: Optional[nn.Module] = None) -> torch.Tensor:
+    """``shortcut + drop_path(eca(bn(c)))`` (no add when ``shortcut`` is None) with ECA's scale fused into the add.
+
+    Drop path scales each sample's gate instead of the full-size branch (the same per-sample factor). Without
+    grad the result is written over ``bn(c)``; when training through a plain BatchNorm only what BatchNorm keeps
+    anyway (``c``) is kept for the backward.
     """
-    if _is_fx_tracing() or _is_compiling():
-        return torch.addcmul(shortcut, x, gate)
-    if not torch.is_grad_enabled():
-        return torch.addcmul(shortcut, x, gate, out=x)
-    if bn_input is None or not _recomputable(bn):
-        return torch.addcmul(shortcut, x, gate)
-    use_batch_stats = bn.training or bn.running_mean is None
-    return _BnGatedResidual.apply(
-        x, gate, shortcut, bn_input, bn.weight, bn.bias,
-        None if use_batch_stats else bn.running_mean, None if use_batch_stats else bn.running_var, bn.eps)
+    fused = not (_is_fx_tracing() or _is_compiling())
+    if fused and torch.is_grad_enabled() and _is_plain_batch_norm(bn):
+        x, mean, invstd = _batch_norm_with_stats(bn, c)
+        gate = eca.pooled_gate(_SpatialMean.apply(x), x.dtype)
+        if drop_path is not None:
+            gate = drop_path(gate)
+        with torch.no_grad():
+            scale = invstd if bn.weight is None else bn.weight * invstd
+            shift = torch.zeros_like(mean) if bn.bias is None else bn.bias.detach().clone()
+        return _GatedResidual.apply(x, gate, shortcut, c, mean, scale, shift)
+    x = bn(c)
+    gate = eca.gate(x)
+    if drop_path is not None:
+        gate = drop_path(gate)
+    return _scale_add(x, gate, shortcut, out=x if fused and not torch.is_grad_enabled() else None)
