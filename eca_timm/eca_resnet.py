@@ -3,6 +3,8 @@
 The official blocks are torchvision's ResNet blocks with an ECA layer after the last BN, before the
 residual add; timm's ResNet keeps block attention at ``.se`` in exactly that place. Each stage has its
 own ECA kernel size (the released weights were trained with hand-picked sizes: ``RELEASED_KERNEL_SIZES``).
+The blocks are timm's, with ECA's scale fused into the residual add (``fused.bn_eca_residual``): same modules,
+state dict and values, less time and memory.
 """
 from typing import Any, Dict, Tuple, Type, Union
 
