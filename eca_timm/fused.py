@@ -5,8 +5,9 @@ the BatchNorm output for the gate's gradient: one more activation per block than
 keeps only the BatchNorm input ``c`` and the ReLU output. ``bn_eca_residual`` does the scale and the add in one
 ``addcmul`` written over the BatchNorm output (like ResNet's in-place ``x += shortcut``) and, for a plain
 BatchNorm, computes the gate's gradient from ``c`` (kept by BatchNorm anyway) and the batch statistics BatchNorm
-returns, so nothing more is kept. fx symbolic tracing, torch.compile (whose fusion and recompute partitioner do
-this on their own) and other norm layers take the plain ops; the values are the same.
+returns, so nothing more is kept. Under torch.compile the same function is traced (out of place; the compiler
+plans memory and fuses the ops). fx symbolic tracing, other norm layers and no-grad compiled code take the plain
+ops; the values are the same.
 """
 from typing import Optional, Tuple
 
@@ -37,8 +38,10 @@ class _GatedResidual(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Tensor], c: torch.Tensor,
-                mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+                mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, inplace: bool) -> torch.Tensor:
         ctx.save_for_backward(gate, c, mean, scale, shift)
+        if not inplace:  # torch.compile: it plans the memory itself
+            return _scale_add(x, gate, shortcut)
         ctx.mark_dirty(x)
         return _scale_add(x, gate, shortcut, out=x)
 
@@ -59,7 +62,7 @@ class _GatedResidual(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = torch.mul(grad, gate, out=buf) if buf.dtype == grad.dtype else grad * gate
         grad_shortcut = grad if ctx.needs_input_grad[2] else None
-        return grad_x, grad_gate, grad_shortcut, None, None, None, None
+        return grad_x, grad_gate, grad_shortcut, None, None, None, None, None
 
 
 class _SpatialMean(torch.autograd.Function):
@@ -116,8 +119,9 @@ def bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Opt
     grad the result is written over ``bn(c)``; when training through a plain BatchNorm only what BatchNorm keeps
     anyway (``c``) is kept for the backward.
     """
-    fused = not (_is_fx_tracing() or _is_compiling())
-    if fused and torch.is_grad_enabled() and _is_plain_batch_norm(bn):
+    compiling = _is_compiling()
+    fused = not (_is_fx_tracing() or compiling)
+    if not _is_fx_tracing() and torch.is_grad_enabled() and _is_plain_batch_norm(bn):
         x, mean, invstd = _batch_norm_with_stats(bn, c)
         gate = eca.pooled_gate(_SpatialMean.apply(x), x.dtype)
         if drop_path is not None:
@@ -125,7 +129,7 @@ def bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Opt
         with torch.no_grad():
             scale = invstd if bn.weight is None else bn.weight * invstd
             shift = torch.zeros_like(mean) if bn.bias is None else bn.bias.detach().clone()
-        return _GatedResidual.apply(x, gate, shortcut, c, mean, scale, shift)
+        return _GatedResidual.apply(x, gate, shortcut, c, mean, scale, shift, not compiling)
     x = bn(c)
     gate = eca.gate(x)
     if drop_path is not None:
