@@ -3,10 +3,10 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import convert, hub, model_table, quickstart, run, study
+from . import bench, convert, hub, model_table, quickstart, run, study
 from .detection import command as detection_command
 
-COMMANDS = (model_table, run, study, quickstart, convert, hub, detection_command)
+COMMANDS = (model_table, run, study, quickstart, convert, hub, bench, detection_command)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

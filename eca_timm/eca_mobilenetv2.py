@@ -19,6 +19,7 @@ from . import hub
 from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from .convert import checkpoint_filter_fn
 from .eca import EcaLayer
+from .fused import bn_eca_residual
 
 __all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES']
 
@@ -62,14 +63,18 @@ class EcaInvertedResidual(nn.Module):
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
+        shortcut = x if self.has_skip else None
         x = self.bn1(self.conv_pw(x))
         x = self.bn2(self.conv_dw(x))
-        x = self.bn3(self.conv_pwl(x))
-        x = self.eca(x)
-        if self.has_skip:
-            x = self.drop_path(x) + shortcut
-        return x
+        x = self.conv_pwl(x)
+        if torch.jit.is_scripting():
+            x = self.bn3(x)
+            gate = self.eca.gate(x)
+            if shortcut is None:
+                return x * gate
+            return torch.addcmul(shortcut, x, self.drop_path(gate))
+        # ECA's scale fused into the residual add; drop path scales the per-sample gate.
+        return bn_eca_residual(x, self.bn3, self.eca, shortcut, self.drop_path if self.has_skip else None)
 
 
 class EcaMobileNetV2(EfficientNet):

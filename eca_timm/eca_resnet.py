@@ -3,9 +3,12 @@
 The official blocks are torchvision's ResNet blocks with an ECA layer after the last BN, before the
 residual add; timm's ResNet keeps block attention at ``.se`` in exactly that place. Each stage has its
 own ECA kernel size (the released weights were trained with hand-picked sizes: ``RELEASED_KERNEL_SIZES``).
+The blocks are timm's, with ECA's scale fused into the residual add (``fused.bn_eca_residual``): same modules,
+state dict and values, less time and memory.
 """
 from typing import Any, Dict, Tuple, Type, Union
 
+import torch
 from timm.models import register_model, generate_default_cfgs
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
@@ -13,16 +16,77 @@ from . import hub
 from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from .convert import checkpoint_filter_fn
 from .eca import EcaLayer
+from .fused import bn_eca_residual
 
-__all__ = ['EcaResNet', 'ECA_RESNET_ARCHS']
+__all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS']
+
+
+class EcaBasicBlock(BasicBlock):
+    """timm's ``BasicBlock`` with its ``.se`` ECA layer fused into the residual add (``bn_eca_residual``).
+
+    Same modules, state dict and values as ``BasicBlock(attn_layer=EcaLayer)``; drop path scales the per-sample
+    gate instead of the full-size branch (the same per-sample factor).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.drop_block(x)
+        x = self.act1(x)
+        x = self.aa(x)
+        x = self.conv2(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        if torch.jit.is_scripting():
+            x = self.bn2(x)
+            gate = self.se.gate(x)
+            if self.drop_path is not None:
+                gate = self.drop_path(gate)
+            x = torch.addcmul(shortcut, x, gate)
+        else:
+            x = bn_eca_residual(x, self.bn2, self.se, shortcut, self.drop_path)
+        return self.act2(x)
+
+
+class EcaBottleneck(Bottleneck):
+    """timm's ``Bottleneck`` with its ``.se`` ECA layer fused into the residual add (``bn_eca_residual``).
+
+    Same modules, state dict and values as ``Bottleneck(attn_layer=EcaLayer)``; drop path scales the per-sample
+    gate instead of the full-size branch (the same per-sample factor).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.act1(x)
+        x = self.conv2(x)
+        x = self.bn2(x)
+        x = self.drop_block(x)
+        x = self.act2(x)
+        x = self.aa(x)
+        x = self.conv3(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        if torch.jit.is_scripting():
+            x = self.bn3(x)
+            gate = self.se.gate(x)
+            if self.drop_path is not None:
+                gate = self.drop_path(gate)
+            x = torch.addcmul(shortcut, x, gate)
+        else:
+            x = bn_eca_residual(x, self.bn3, self.se, shortcut, self.drop_path)
+        return self.act3(x)
+
 
 # Block and blocks per stage of each depth (kernel sizes: RELEASED_KERNEL_SIZES).
 ECA_RESNET_ARCHS: Dict[str, Dict[str, Any]] = {
-    'eca_resnet18': dict(block=BasicBlock, layers=(2, 2, 2, 2)),
-    'eca_resnet34': dict(block=BasicBlock, layers=(3, 4, 6, 3)),
-    'eca_resnet50': dict(block=Bottleneck, layers=(3, 4, 6, 3)),
-    'eca_resnet101': dict(block=Bottleneck, layers=(3, 4, 23, 3)),
-    'eca_resnet152': dict(block=Bottleneck, layers=(3, 8, 36, 3)),
+    'eca_resnet18': dict(block=EcaBasicBlock, layers=(2, 2, 2, 2)),
+    'eca_resnet34': dict(block=EcaBasicBlock, layers=(3, 4, 6, 3)),
+    'eca_resnet50': dict(block=EcaBottleneck, layers=(3, 4, 6, 3)),
+    'eca_resnet101': dict(block=EcaBottleneck, layers=(3, 4, 23, 3)),
+    'eca_resnet152': dict(block=EcaBottleneck, layers=(3, 8, 36, 3)),
 }
 
 
@@ -30,7 +94,7 @@ class EcaResNet(ResNet):
     """timm's ResNet with an ECA layer in every residual block.
 
     Args:
-        block: Residual block class (timm's ``BasicBlock`` or ``Bottleneck``).
+        block: Residual block class (``EcaBasicBlock``/``EcaBottleneck``, or timm's ``BasicBlock``/``Bottleneck``).
         layers: Blocks per stage.
         eca_kernel_sizes: One odd kernel size per stage, one odd int for all stages, or ``'adaptive'``
             (the paper's rule from each stage's channel count).

@@ -1,0 +1,47 @@
+"""``eca-timm bench``: a tiny run through the CLI writes the JSON and table; bad input fails clearly."""
+import json
+
+import pytest
+import torch
+
+from eca_timm import cli
+from eca_timm.bench import comparison_models, run_benchmark
+
+
+def test_bench_cli_writes_json_and_table(tmp_path, capsys):
+    out = tmp_path / 'results' / 'bench.json'
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main([
+            'bench', '--model', 'eca_resnet18', '--include', 'eca_resnet18', '--phases', 'infer', 'train',
+            '--modes', 'eager', '--batch-size', '2', '--img-size', '32', '--rounds', '2', '--min-run-time', '0.01',
+            '--warmup', '1', '--threads', '1', '--clock', 'cpu', '--output', str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    assert report['reference'] == 'resnet18' and report['clock'] == 'cpu' and report['num_threads'] == 1
+    rows = {(r['phase'], r['model']): r for r in report['results']}
+    assert set(rows) == {(p, m) for p in ('infer', 'train') for m in ('resnet18', 'eca_resnet18')}
+    ref = rows[('train', 'resnet18')]
+    assert ref['ratio'] == 1.0 and ref['peak_ratio'] == 1.0 and len(ref['times_s']) == 2
+    assert all(r['img_per_s'] > 0 and r['peak_mb'] > 0 for r in rows.values())
+    table = capsys.readouterr().out
+    assert '| train | eager | fp32 | eca_resnet18 |' in table
+    assert not list(out.parent.glob('*.tmp'))
+
+
+def test_comparison_models_for_each_family():
+    assert list(comparison_models('eca_resnet50')) == [
+        'resnet50', 'eca_resnet50', 'eca_resnet50 (unfused)', 'timm EcaModule resnet50', 'seresnet50']
+    assert list(comparison_models('eca_mobilenetv2')) == ['mobilenetv2_100', 'eca_mobilenetv2']
+    timm_eca = comparison_models('eca_resnet18')['timm EcaModule resnet18']()
+    assert [blk.se.conv.kernel_size[0] for blk in (timm_eca.layer1[0], timm_eca.layer4[0])] == [3, 7]
+
+
+def test_bench_rejects_bad_input():
+    with pytest.raises(ValueError, match="no benchmark comparison for 'resnet50'; choose one of: eca_resnet18"):
+        run_benchmark('resnet50')
+    with pytest.raises(ValueError, match=r"unknown comparison model\(s\) \['seresnet99'\]"):
+        run_benchmark('eca_resnet18', include=['seresnet99'])
+    with pytest.raises(ValueError, match="clock='cpu' times this process's CPU work"):
+        run_benchmark('eca_resnet18', device='meta', clock='cpu')
