@@ -1,7 +1,7 @@
 """Shared helpers for the model families: per-stage kernel sizes and timm's model builder."""
 import inspect
 import re
-from typing import Any, Callable, Dict, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Sequence, Tuple, Type, Union
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg

@@ -31,6 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.benchmark import Timer
 from torch.utils.benchmark.utils.timer import timer as benchmark_timer
 
+from ._io import atomic_write
 from ._build import RELEASED_KERNEL_SIZES
 from .eca_resnet import ECA_RESNET_ARCHS, EcaResNet
 
@@ -254,13 +255,8 @@ def format_table(report: Dict[str, Any]) -> str:
 
 
 def _write_json(report: Dict[str, Any], path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(report, f, indent=1)
-        f.write('\n')
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write((json.dumps(report, indent=1) + '\n').encode())
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -5,14 +5,14 @@ Research, MIT; see ``eca_timm/data/README.md``). timm's train.py / validate.py r
 ``write_image_folder`` writes ``train/<class>/*.png`` and ``validation/<class>/*.png``.
 """
 import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 from PIL import Image
+
+from ._io import atomic_dir
 
 __all__ = ['SUBSET_FILE', 'load_subset', 'write_image_folder']
 
@@ -50,9 +50,7 @@ def write_image_folder(
     classes = [str(c) for c in data['classes']]
     per_class = {'train': train_per_class, 'validation': val_per_class}
     counts = {}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for split, (xk, yk) in SPLITS.items():
             keep = _first_per_class(data[yk], per_class[split])
             for c in classes:
@@ -60,8 +58,4 @@ def write_image_folder(
             for i in keep:
                 Image.fromarray(data[xk][i]).save(tmp / split / classes[data[yk][i]] / f'{i:05d}.png')
             counts[split] = len(keep)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir, counts

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import pickle
-import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ._io import atomic_dir, atomic_write
 from ._resources import project_dir
 
 __all__ = [
@@ -235,17 +235,6 @@ def check_out_dir(out: Path, force: bool) -> None:
         raise FileExistsError(f'{out} exists; pass --force to replace it')
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished folder into place; an existing ``out`` is only removed once the new one is there."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.old-'))
-        os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def write_hub_folder(
         model: nn.Module,
         out: Path,
@@ -277,20 +266,17 @@ def write_hub_folder(
     model_config = {'label_names': list(label_names)} if label_names else None
     model_args = {'eca_kernel_sizes': list(model.eca_kernel_sizes)} if hasattr(model, 'eca_kernel_sizes') else None
     source_cfg, model.pretrained_cfg = model.pretrained_cfg, cfg
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.tmp-'))
     try:
-        save_for_hf(
-            model, tmp, model_config=model_config, model_args=model_args,
-            safe_serialization=True, data_config=data_config)
-        (tmp / 'README.md').write_text(render_model_card(
-            model, repo_id, metrics=metrics, dataset=dataset, license=license, source=source, recipe=recipe,
-            recipe_text=recipe_text, results_note=results_note,
-            input_size=(data_config or {}).get('input_size')), encoding='utf-8')
-        _replace_dir(tmp, out)
+        with atomic_dir(out) as tmp:
+            save_for_hf(
+                model, tmp, model_config=model_config, model_args=model_args,
+                safe_serialization=True, data_config=data_config)
+            (tmp / 'README.md').write_text(render_model_card(
+                model, repo_id, metrics=metrics, dataset=dataset, license=license, source=source, recipe=recipe,
+                recipe_text=recipe_text, results_note=results_note,
+                input_size=(data_config or {}).get('input_size')), encoding='utf-8')
     finally:
         model.pretrained_cfg = source_cfg
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
@@ -490,9 +476,8 @@ def record_in_manifest(repo: str, model: nn.Module, info: Dict[str, Any]) -> str
     elif info.get('recipe_text'):
         entry['recipe'] = info['recipe_text']
     manifest['weights'][f'{arch}.{tag}'] = entry
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(json.dumps(manifest, indent=2) + '\n', encoding='utf-8')
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write((json.dumps(manifest, indent=2) + '\n').encode('utf-8'))
     load_manifest.cache_clear()
     return f'{arch}.{tag}'
 

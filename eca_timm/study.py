@@ -13,7 +13,6 @@ import csv
 import os
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ._io import atomic_write
 from .run import check_train_args, resolve_script
 
 __all__ = ['StudyRun', 'VariantCurves', 'plan_study', 'run_study', 'read_summary', 'scheduled_epochs',
@@ -225,17 +225,6 @@ def plot_curves(curves: Sequence[VariantCurves], columns: Sequence[str], title: 
     return fig
 
 
-def _save_atomic(write, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_plots(study_dir: os.PathLike) -> Dict[str, Path]:
     """Write top1.png, loss.png and results.md into ``study_dir``; return their paths."""
     plt = _pyplot()
@@ -246,10 +235,12 @@ def write_plots(study_dir: os.PathLike) -> Dict[str, Path]:
     for key, cols, title in (('top1', ['eval_top1'], f'{name}: eval top-1, mean ± std over seeds'),
                              ('loss', ['train_loss', 'eval_loss'], f'{name}: loss, mean ± std over seeds')):
         fig = plot_curves(curves, cols, title)
-        _save_atomic(lambda p: fig.savefig(p, dpi=120, format='png'), paths[key])
+        with atomic_write(paths[key]) as f:
+            fig.savefig(f, dpi=120, format='png')
         plt.close(fig)
     table = results_table(curves) + '\n'
-    _save_atomic(lambda p: Path(p).write_text(table), paths['table'])
+    with atomic_write(paths['table']) as f:
+        f.write(table.encode())
     return paths
 
 

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from ._io import atomic_write
+from .._io import atomic_write
 from .data import check_num_classes, collate_detection, load_coco_detection
 from .draw import draw_detections, write_png
 from .engine import coco_evaluate, gather_results, predict_coco_results, save_checkpoint, train_one_epoch

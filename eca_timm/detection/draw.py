@@ -5,7 +5,7 @@ import torch
 from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ._io import atomic_write
+from .._io import atomic_write
 
 __all__ = ['PALETTE', 'label_color', 'draw_detections', 'write_png']
 

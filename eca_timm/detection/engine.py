@@ -11,7 +11,7 @@ from timm.utils import AverageMeter, reduce_tensor
 from torch import nn
 from torchvision.ops import box_convert
 
-from ._io import atomic_write
+from .._io import atomic_write
 from .data import require_pycocotools
 
 __all__ = ['train_one_epoch', 'predict_coco_results', 'coco_evaluate', 'save_checkpoint', 'to_device']
