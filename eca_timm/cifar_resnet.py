@@ -18,7 +18,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from ._build import RELEASED_KERNEL_SIZES, build_eca_model
-from .eca_resnet import EcaResNet
+from .eca_resnet import ECA_RESNET_ARCHS, EcaResNet
 
 __all__ = ['CifarResNet', 'CifarEcaResNet', 'CIFAR_ATTENTION']
 
@@ -67,7 +67,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> ResNet:
     model_cls: Type[ResNet] = CifarResNet
     if attn == 'eca':
         model_cls = CifarEcaResNet
-        model_args['eca_kernel_sizes'] = RELEASED_KERNEL_SIZES['eca_resnet18']
+        model_args.update(ECA_RESNET_ARCHS['eca_resnet18'], eca_kernel_sizes=RELEASED_KERNEL_SIZES['eca_resnet18'])
     elif attn is not None:
         model_args['block_args'] = dict(attn_layer=attn)
     return build_eca_model(model_cls, variant, pretrained, **dict(model_args, **kwargs))
@@ -104,5 +104,5 @@ def cbam_resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 @register_model
 def eca_resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ECA-ResNet-18 with the CIFAR stem (the released ECA-ResNet-18's kernel sizes 3, 5, 7, 7)."""
+    """ECA-ResNet-18 (the plugin's fused blocks, released kernel sizes) with the CIFAR stem."""
     return _create('eca_resnet18_cifar', pretrained, **kwargs)
