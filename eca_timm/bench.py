@@ -28,8 +28,6 @@ import torch.nn.functional as F
 from timm.layers import EcaModule
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.benchmark import Timer
-from torch.utils.benchmark.utils.timer import timer as benchmark_timer
 
 from ._io import atomic_write
 from ._build import RELEASED_KERNEL_SIZES
@@ -44,7 +42,13 @@ MODES = ('eager', 'channels_last', 'compile')
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 # 'wall': torch.utils.benchmark's default clock (synchronizes the accelerator). 'cpu': this process's CPU time,
 # which other processes on a shared machine barely disturb (best with one thread: no OpenMP spin-waiting).
-CLOCKS = {'wall': benchmark_timer, 'cpu': time.process_time}
+CLOCKS = ('wall', 'cpu')
+
+
+def _clock(name: str) -> Callable[[], float]:
+    # torch.utils.benchmark is imported on use: importing it warns on machines without CUDA, in every command.
+    from torch.utils.benchmark.utils.timer import timer as benchmark_timer
+    return benchmark_timer if name == 'wall' else time.process_time
 
 
 def _timm_eca_resnet(name: str, **kwargs: Any) -> nn.Module:
@@ -188,7 +192,7 @@ def run_benchmark(
                 try:
                     results.extend(_bench_setting(
                         constructors, reference, phase, mode, PRECISIONS[precision], dev, batch_size, img_size,
-                        rounds, min_run_time, warmup, CLOCKS[clock], setting))
+                        rounds, min_run_time, warmup, _clock(clock), setting))
                 except RuntimeError as e:  # e.g. an autocast dtype or compile backend the device lacks
                     _logger.warning('skipped %s: %s', setting, e)
                     results.append(dict(setting, skipped=str(e).splitlines()[0]))
@@ -204,6 +208,7 @@ def run_benchmark(
 
 def _bench_setting(constructors, reference, phase, mode, autocast, dev, batch_size, img_size, rounds,
                    min_run_time, warmup, clock, setting) -> List[Dict[str, Any]]:
+    from torch.utils.benchmark import Timer
     memory_format = torch.channels_last if mode in ('channels_last', 'compile') else torch.contiguous_format
     x = torch.randn(batch_size, 3, img_size, img_size, device=dev).to(memory_format=memory_format)
     steps = {}
@@ -293,7 +298,7 @@ def register(subparsers: Any) -> None:
     p.add_argument('--rounds', type=int, default=5, help='interleaved rounds; medians are taken over them')
     p.add_argument('--min-run-time', type=float, default=1.0, help='seconds per blocked_autorange measurement')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls per model and setting')
-    p.add_argument('--clock', default='wall', choices=list(CLOCKS),
+    p.add_argument('--clock', default='wall', choices=CLOCKS,
                    help="'cpu' times process CPU time (robust on a shared CPU machine; use with --threads 1)")
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
     p.add_argument('--output', default=None, help='write the results as JSON here')
