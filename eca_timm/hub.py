@@ -8,7 +8,6 @@ organisation is the manifest's ``org``, overridden by the ``ECA_TIMM_HUB_ORG`` e
 """
 import argparse
 import copy
-import csv
 import functools
 import json
 import logging
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_dir, atomic_write
-from ._resources import project_dir
+from ._resources import checkout_dir, project_dir
 
 __all__ = [
     'HUB_ORG_ENV', 'load_manifest', 'hub_org', 'manifest_entry', 'repo_id', 'pretrained_cfgs',
@@ -49,7 +48,7 @@ def _hub_data() -> Path:
 
 def _checkout_hub() -> Path:
     """``hub/`` of the source checkout this package runs from (absent in a wheel install)."""
-    return Path(__file__).resolve().parent.parent / 'hub'
+    return checkout_dir('hub')
 
 
 @functools.lru_cache(maxsize=None)
@@ -294,19 +293,17 @@ def _load_checkpoint_meta(path: Path) -> Dict[str, Any]:
     return meta
 
 
-def _best_row(summary: Path, args: Dict[str, Any], epoch: Optional[int]) -> Dict[str, str]:
+def _best_row(summary: Path, args: Dict[str, Any], epoch: Optional[int]) -> Dict[str, float]:
     """summary.csv's row of the best epoch: the checkpoint's epoch, else the best ``eval_<eval_metric>``."""
-    with open(summary, newline='') as f:
-        rows = list(csv.DictReader(f))
+    from .study import read_summary  # a resumed run's summary.csv repeats its header and redone epochs
+    rows = read_summary(summary)
     if not rows:
         raise ValueError(f'{summary} has no rows')
-    if epoch is not None:
-        for row in rows:
-            if int(row['epoch']) == int(epoch):
-                return row
+    if epoch is not None and int(epoch) in rows:
+        return rows[int(epoch)]
     metric = f"eval_{args.get('eval_metric', 'top1')}"
     decreasing = metric == 'eval_loss'
-    return (min if decreasing else max)(rows, key=lambda r: float(r[metric]))
+    return (min if decreasing else max)(rows.values(), key=lambda r: r[metric])
 
 
 def _dataset_name(args: Dict[str, Any]) -> Optional[str]:
@@ -419,8 +416,8 @@ def load_publish_source(
         if ema == evaluated_ema:
             row = _best_row(src / 'summary.csv', args, meta.get('epoch'))
             info['metrics'] = {
-                'top1': float(row['eval_top1']), 'top5': float(row['eval_top5']),
-                'provenance': f"timm train.py evaluation, epoch {row['epoch']} of summary.csv (best checkpoint"
+                'top1': row['eval_top1'], 'top5': row['eval_top5'],
+                'provenance': f"timm train.py evaluation, epoch {int(row['epoch'])} of summary.csv (best checkpoint"
                               f"{', EMA weights' if ema else ''})"}
         else:
             info['results_note'] = (

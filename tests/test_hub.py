@@ -136,6 +136,21 @@ def test_publish_study_model_and_reload(tmp_path, name, kernel_line):
         assert torch.equal(reloaded(x), run['ema'](x))
 
 
+def test_publish_resumed_run_summary(tmp_path):
+    """A resumed train.py run repeats summary.csv's header and the epoch it was killed in: the last row counts."""
+    run = tmp_path / 'run'
+    _train_folder(run)
+    with open(run / 'summary.csv', 'a', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['epoch', 'train_loss', 'eval_loss', 'eval_top1', 'eval_top5', 'lr'])
+        w.writerow([1, 1.4, 1.1, 62.5, 96.25, 0.05])  # epoch 1 redone after the resume
+    out = tmp_path / 'repo'
+    assert main(['publish', str(run), '--repo-id', 'me/eca_resnet18.c10', '--dry-run', '--out', str(out)]) == 0
+    metrics = _front_matter(out / 'README.md')['model-index'][0]['results'][0]['metrics']
+    assert [m['value'] for m in metrics] == [62.5, 96.25]
+    assert 'epoch 1 of summary.csv' in (out / 'README.md').read_text()
+
+
 def test_publish_converted_folder(tmp_path):
     from official_eca import official_resnet, randomize_, save_official
     src = tmp_path / 'eca_resnet18_k3577.pth.tar'
