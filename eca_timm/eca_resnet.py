@@ -16,7 +16,7 @@ from . import hub
 from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from .convert import checkpoint_filter_fn
 from .eca import EcaLayer
-from .fused import bn_eca_residual
+from .fused import bn_eca_residual, conv_input_mean
 
 __all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS']
 
@@ -66,6 +66,9 @@ class EcaBottleneck(Bottleneck):
         x = self.drop_block(x)
         x = self.act2(x)
         x = self.aa(x)
+        z_mean = None
+        if not torch.jit.is_scripting():
+            z_mean = conv_input_mean(self.conv3, self.bn3, x)  # before conv3, so that its input can be freed
         x = self.conv3(x)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
@@ -76,7 +79,7 @@ class EcaBottleneck(Bottleneck):
                 gate = self.drop_path(gate)
             x = torch.addcmul(shortcut, x, gate)
         else:
-            x = bn_eca_residual(x, self.bn3, self.se, shortcut, self.drop_path)
+            x = bn_eca_residual(x, self.bn3, self.se, shortcut, self.drop_path, self.conv3, z_mean)
         return self.act3(x)
 
 

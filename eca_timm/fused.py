@@ -1,17 +1,22 @@
-"""BatchNorm -> ECA -> residual add with ECA's scale fused into the add, for the ECA blocks.
+"""BatchNorm -> ECA -> residual add as one autograd function, for the ECA blocks.
 
-A plain ``shortcut + eca(bn(c))`` costs two full-size passes (the scale, then the add) and, when training, keeps
-the BatchNorm output for the gate's gradient: one more activation per block than the plain ResNet block, which
-keeps only the BatchNorm input ``c`` and the ReLU output. ``bn_eca_residual`` does the scale and the add in one
-``addcmul`` written over the BatchNorm output (like ResNet's in-place ``x += shortcut``) and, for a plain
-BatchNorm, computes the gate's gradient from ``c`` (kept by BatchNorm anyway) and the batch statistics BatchNorm
-returns, so nothing more is kept. Under torch.compile the same function is traced (out of place; the compiler
-plans memory and fuses the ops). fx symbolic tracing, other norm layers and no-grad compiled code take the plain
-ops; the values are the same.
+The plain ``shortcut + eca(bn(c))`` adds, to a plain ResNet block's work, a pooling pass, a scale pass and, when
+training, a kept BatchNorm output and four full-size backward passes (the gate's gradient, the scaled gradient, and
+BatchNorm's own backward over it). ``bn_eca_residual`` computes the same values with:
+
+- forward: ECA's scale folded into the residual add (one ``addcmul`` written over the BatchNorm output, like
+  ResNet's in-place ``x += shortcut``), and the spatial mean taken from the BatchNorm input, or, after a pointwise
+  conv, from that conv's input (``conv_input_mean``: a quarter of the channels in a bottleneck);
+- backward: BatchNorm's and ECA's gradients in closed form from two per-(sample, channel) sums of the incoming
+  gradient, so the input gradient is one ``addcmul`` pair and only what BatchNorm keeps anyway (its input) is kept.
+
+Under torch.compile the same function is traced (out of place; the compiler fuses the passes). fx symbolic
+tracing, TorchScript and norm layers other than a plain BatchNorm take the plain ops; the values are the same.
 """
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -26,65 +31,111 @@ except ImportError:  # torch < 2.5
 
 _is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.is_compiling  # torch < 2.3
 
-__all__ = ['bn_eca_residual']
+__all__ = ['bn_eca_residual', 'conv_input_mean']
 
 
-class _GatedResidual(torch.autograd.Function):
-    """``shortcut + x * gate`` (or ``x * gate``) over ``x``, where ``x = bn(c) = scale * (c - mean) + shift``.
+def _windows(v: torch.Tensor, kernel_size: int, padding: int) -> torch.Tensor:
+    """[B, C, k] zero-padded sliding windows over the channels of ``v`` [B, C] (a view of one padded copy)."""
+    return F.pad(v, (padding, padding)).unfold(1, kernel_size, 1)
 
-    The backward needs ``sum_hw(grad * x) = scale * sum_hw(grad * (c - mean)) + shift * sum_hw(grad)`` for the gate:
-    from ``c`` and per-channel vectors instead of a kept ``x``.
+
+def _gate(pooled: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """ECA's gate sigmoid(conv1d(pooled)) for pooled means [B, C], as [B, C] in ``pooled``'s dtype.
+
+    The k-tap channel conv is a multiply-add over [B, C, k] windows: on [B, C] vectors much cheaper than a conv
+    call, and elementwise ops stay in ``pooled``'s precision under autocast.
+    """
+    k = weight.shape[-1]
+    return (_windows(pooled, k, padding) * weight.reshape(k).to(pooled.dtype)).sum(-1).sigmoid()
+
+
+def _gate_terms(weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], eca_weight: torch.Tensor,
+                centered_mean: torch.Tensor, mask: Optional[torch.Tensor], invstd: torch.Tensor,
+                padding: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ECA's pooled input, sigmoid and (drop-path masked) gate, [B, C] each, in ``centered_mean``'s dtype."""
+    acc = centered_mean.dtype
+    scale = invstd.to(acc) if weight is None else weight.detach().to(acc) * invstd.to(acc)
+    pooled = centered_mean * scale if bias is None else torch.addcmul(bias.detach().to(acc), centered_mean, scale)
+    sig = _gate(pooled, eca_weight.detach(), padding)
+    gate = sig if mask is None else sig * mask.to(acc)
+    return pooled, sig, gate
+
+
+def _gated_add(x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Tensor], inplace: bool) -> torch.Tensor:
+    """``shortcut + x * gate`` (or ``x * gate``) with a [B, C] gate; written over ``x`` when ``inplace``."""
+    gate = gate.to(x.dtype)[:, :, None, None]
+    if not inplace:  # torch.compile: it plans the memory itself
+        return x * gate if shortcut is None else torch.addcmul(shortcut, x, gate)
+    return x.mul_(gate) if shortcut is None else torch.addcmul(shortcut, x, gate, out=x)
+
+
+class _BnEcaResidual(torch.autograd.Function):
+    """``shortcut + x * gate`` (or ``x * gate``) for ``x = bn(c)`` already computed, with
+    ``gate = sigmoid(conv1d(mean_hw(x))) * mask`` and the gradients of ``c``, BatchNorm's affine, ECA's conv and
+    ``shortcut``.
+
+    ``c_mean - mean`` ([B, C], ``c``'s spatial mean minus BatchNorm's mean) gives the pooled ``x``; ``mask`` is
+    drop path's per-sample factor. With ``g = gate * grad + d_pooled / HW`` the gradient reaching BatchNorm's
+    output, everything BatchNorm's backward needs reduces to per-(sample, channel) sums of ``grad`` and
+    ``grad * c``.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Tensor], c: torch.Tensor,
-                mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, inplace: bool) -> torch.Tensor:
-        ctx.save_for_backward(gate, c, mean, scale, shift)
-        if not inplace:  # torch.compile: it plans the memory itself
-            return _scale_add(x, gate, shortcut)
-        ctx.mark_dirty(x)
-        return _scale_add(x, gate, shortcut, out=x)
+    def forward(ctx, x: torch.Tensor, c: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                eca_weight: torch.Tensor, shortcut: Optional[torch.Tensor], centered_mean: torch.Tensor,
+                mask: Optional[torch.Tensor], mean: torch.Tensor, invstd: torch.Tensor, batch_stats: bool,
+                padding: int, inplace: bool) -> torch.Tensor:
+        pooled, sig, gate = _gate_terms(weight, bias, eca_weight, centered_mean, mask, invstd, padding)
+        ctx.save_for_backward(c, weight, bias, eca_weight, centered_mean, mask, mean, invstd, pooled, sig, gate)
+        ctx.batch_stats, ctx.padding, ctx.has_shortcut = batch_stats, padding, shortcut is not None
+        if inplace:
+            ctx.mark_dirty(x)
+        return _gated_add(x, gate, shortcut, inplace)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        gate, c, mean, scale, shift = ctx.saved_tensors
-        view = (1, -1, 1, 1)
-        # c - mean: the one full-size temporary (fp32 for low-precision c), reused for grad_x when dtypes agree
-        buf = torch.sub(c, mean.view(view))
-        grad_gate = None
+        c, weight, bias, eca_weight, centered_mean, mask, mean, invstd, pooled, sig, gate = ctx.saved_tensors
+        acc = gate.dtype
+        hw = grad.shape[2] * grad.shape[3]
+        total = grad.sum(dim=(2, 3), dtype=acc)
+        # sum_hw(grad * (c - mean)), centered for accuracy; buf (>= fp32) is the one full-size temporary
+        buf = torch.sub(c, mean.to(acc)[None, :, None, None]).mul_(grad)
+        dot = buf.sum(dim=(2, 3), dtype=acc)
+        w = None if weight is None else weight.detach().to(acc)
+        scale = invstd.to(acc) if w is None else w * invstd.to(acc)
+        # d out / d gate = sum_hw(grad * x) with x = scale * (c - mean) + bias
+        d_gate = dot * scale if bias is None else torch.addcmul(dot * scale, total, bias.detach().to(acc))
+        d_sig = d_gate if mask is None else d_gate * mask.to(acc)
+        d_conv = d_sig * sig * (1 - sig)  # through the sigmoid, [B, C]
+        k = eca_weight.shape[-1]
+        # the channel conv's input gradient is the correlation with the flipped kernel
+        d_pooled = (_windows(d_conv, k, ctx.padding) * eca_weight.detach().reshape(k).flip(0).to(acc)).sum(-1)
+        d_eca = None
+        if ctx.needs_input_grad[4]:
+            d_eca = (_windows(pooled, k, ctx.padding) * d_conv[:, :, None]).sum((0, 1))
+            d_eca = d_eca.reshape(eca_weight.shape).to(eca_weight.dtype)
+        # BatchNorm's output gradient g = gate * grad + d_pooled / HW: its sums over samples and pixels
+        sum_g = (gate * total + d_pooled).sum(0)
+        sum_g_centered = (gate * dot + d_pooled * centered_mean).sum(0)
+        d_weight = (sum_g_centered * invstd.to(acc)).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        d_bias = sum_g.to(bias.dtype) if ctx.needs_input_grad[3] else None
+        d_c = None
         if ctx.needs_input_grad[1]:
-            acc_dtype = torch.promote_types(grad.dtype, torch.float32)  # sum low-precision products in fp32
-            dot = buf.mul_(grad).sum(dim=(2, 3), keepdim=True, dtype=acc_dtype)
-            total = grad.sum(dim=(2, 3), keepdim=True, dtype=acc_dtype)
-            grad_gate = (scale.view(view) * dot + shift.view(view) * total).to(gate.dtype)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.mul(grad, gate, out=buf) if buf.dtype == grad.dtype else grad * gate
-        grad_shortcut = grad if ctx.needs_input_grad[2] else None
-        return grad_x, grad_gate, grad_shortcut, None, None, None, None, None
-
-
-class _SpatialMean(torch.autograd.Function):
-    """``x.mean((2, 3))`` whose gradient is a broadcast view, not a full-size tensor: autograd adds it in place
-    into ``x``'s gradient from the scale instead of writing (and allocating) it first."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.shape = x.shape
-        return x.mean(dim=(2, 3))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return (grad / (ctx.shape[2] * ctx.shape[3]))[:, :, None, None].expand(ctx.shape)
-
-
-def _scale_add(x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Tensor],
-               out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    if shortcut is None:
-        return torch.mul(x, gate, out=out) if out is not None else x * gate
-    return torch.addcmul(shortcut, x, gate, out=out) if out is not None else torch.addcmul(shortcut, x, gate)
+            # d_c = alpha * grad + beta * c + offset, per (sample, channel)
+            alpha = gate * scale
+            offset = d_pooled * (scale / hw)
+            if ctx.batch_stats:
+                n = grad.shape[0] * hw
+                beta = -scale * invstd.to(acc) ** 2 * sum_g_centered / n
+                offset = offset - scale * sum_g / n - beta * mean.to(acc)
+                torch.addcmul(offset[:, :, None, None], c, beta[None, :, None, None], out=buf)
+                buf.addcmul_(grad, alpha[:, :, None, None])
+            else:
+                torch.addcmul(offset[:, :, None, None], grad, alpha[:, :, None, None], out=buf)
+            d_c = buf.to(c.dtype)
+        d_shortcut = grad if ctx.has_shortcut and ctx.needs_input_grad[5] else None
+        return None, d_c, d_weight, d_bias, d_eca, d_shortcut, None, None, None, None, None, None, None
 
 
 def _is_plain_batch_norm(bn: nn.Module) -> bool:
@@ -94,8 +145,32 @@ def _is_plain_batch_norm(bn: nn.Module) -> bool:
     return type(bn) is BatchNormAct2d and isinstance(bn.act, nn.Identity) and isinstance(bn.drop, nn.Identity)
 
 
-def _batch_norm_with_stats(bn: nn.Module, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``bn(c)`` as ``nn.BatchNorm2d.forward`` computes it, plus the mean and 1/std it normalized with."""
+def _is_pointwise_conv(conv: nn.Module) -> bool:
+    """True for a bias-free 1x1, stride-1, ungrouped ``nn.Conv2d`` (one that commutes with the spatial mean)."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.groups == 1 and conv.bias is None)
+
+
+def conv_input_mean(conv: nn.Module, bn: nn.Module, z: torch.Tensor) -> Optional[torch.Tensor]:
+    """``z``'s spatial mean (at least fp32, no grad) when ECA after ``bn(conv(z))`` should pool ``z`` instead.
+
+    A 1x1 conv commutes with the spatial mean: ``mean_hw(conv(z)) = W @ mean_hw(z)``. For a bottleneck's last
+    conv ``z`` has a quarter of the output channels, so pooling it is up to 4x cheaper, plus a [B, Cin] x [Cin, Cout]
+    float64 matmul: worth it where ``B * H * W >= 16 * Cin`` (measured on CPU; it holds for ResNet-50's first two
+    stages at batch 8, and the first three from batch 32). None where it does not apply (``bn_eca_residual`` then
+    pools the conv output). Call it before ``conv`` so that ``z`` can be freed.
+    """
+    if _is_fx_tracing() or not _is_plain_batch_norm(bn) or not _is_pointwise_conv(conv):
+        return None
+    if z.shape[0] * z.shape[2] * z.shape[3] < 16 * z.shape[1]:
+        return None
+    with torch.no_grad():
+        return z.mean(dim=(2, 3), dtype=torch.promote_types(z.dtype, torch.float32))
+
+
+def _batch_norm_with_stats(bn: nn.Module, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """``bn(c)`` as ``nn.BatchNorm2d.forward`` computes it (no autograd), the mean and 1/std it normalized with,
+    and whether those are batch statistics."""
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
@@ -103,35 +178,48 @@ def _batch_norm_with_stats(bn: nn.Module, c: torch.Tensor) -> Tuple[torch.Tensor
             momentum = 1.0 / float(bn.num_batches_tracked)
     use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     keep_running = not bn.training or bn.track_running_stats
-    x, mean, invstd = torch.native_batch_norm(
-        c, bn.weight, bn.bias, bn.running_mean if keep_running else None,
-        bn.running_var if keep_running else None, use_batch_stats, momentum, bn.eps)
-    if not use_batch_stats:
-        mean, invstd = bn.running_mean.clone(), torch.rsqrt(bn.running_var + bn.eps)
-    return x, mean, invstd
+    with torch.no_grad():
+        x, mean, invstd = torch.native_batch_norm(
+            c, bn.weight, bn.bias, bn.running_mean if keep_running else None,
+            bn.running_var if keep_running else None, use_batch_stats, momentum, bn.eps)
+        if not use_batch_stats:
+            mean, invstd = bn.running_mean.clone(), torch.rsqrt(bn.running_var + bn.eps)
+    return x, mean, invstd, use_batch_stats
 
 
 def bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Optional[torch.Tensor],
-                    drop_path: Optional[nn.Module] = None) -> torch.Tensor:
-    """``shortcut + drop_path(eca(bn(c)))`` (no add when ``shortcut`` is None) with ECA's scale fused into the add.
+                    drop_path: Optional[nn.Module] = None, conv: Optional[nn.Module] = None,
+                    conv_input_mean: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``shortcut + drop_path(eca(bn(c)))`` (no add when ``shortcut`` is None) as one fused step.
 
-    Drop path scales each sample's gate instead of the full-size branch (the same per-sample factor). Without
-    grad the result is written over ``bn(c)``; when training through a plain BatchNorm only what BatchNorm keeps
-    anyway (``c``) is kept for the backward.
+    Drop path scales each sample's gate instead of the full-size branch (the same per-sample factor: it is applied
+    to a [B, 1] tensor of ones, which draws the same random numbers). With ``c = conv(z)`` pass ``conv`` and
+    ``conv_input_mean(conv, bn, z)``: ECA then pools ``z`` instead of ``c``. The result is written over
+    ``bn(c)``'s buffer outside torch.compile.
     """
-    compiling = _is_compiling()
-    fused = not (_is_fx_tracing() or compiling)
-    if not _is_fx_tracing() and torch.is_grad_enabled() and _is_plain_batch_norm(bn):
-        x, mean, invstd = _batch_norm_with_stats(bn, c)
-        gate = eca.pooled_gate(_SpatialMean.apply(x), x.dtype)
+    if _is_fx_tracing() or not _is_plain_batch_norm(bn):
+        x = bn(c)
+        gate = eca.gate(x)
         if drop_path is not None:
             gate = drop_path(gate)
-        with torch.no_grad():
-            scale = invstd if bn.weight is None else bn.weight * invstd
-            shift = torch.zeros_like(mean) if bn.bias is None else bn.bias.detach().clone()
-        return _GatedResidual.apply(x, gate, shortcut, c, mean, scale, shift, not compiling)
-    x = bn(c)
-    gate = eca.gate(x)
-    if drop_path is not None:
-        gate = drop_path(gate)
-    return _scale_add(x, gate, shortcut, out=x if fused and not torch.is_grad_enabled() else None)
+        return x * gate if shortcut is None else torch.addcmul(shortcut, x, gate)
+    x, mean, invstd, batch_stats = _batch_norm_with_stats(bn, c)
+    with torch.no_grad():
+        acc = torch.promote_types(c.dtype, torch.float32)
+        if conv_input_mean is not None and conv is not None:
+            # float64 (a [B, Cin] x [Cin, Cout] product, which autocast leaves alone): W @ mean(z) minus the batch
+            # mean cancels to a small difference, which float32 rounding of the product (~eps * sum|W||z|) swamps
+            precise = torch.float64 if c.device.type != 'mps' else acc
+            c_mean = torch.mm(conv_input_mean.to(precise), conv.weight.flatten(1).t().to(precise))
+            centered_mean = (c_mean - mean.to(precise)).to(acc)
+        else:
+            centered_mean = c.mean(dim=(2, 3), dtype=acc) - mean.to(acc)
+        mask = None if drop_path is None else drop_path(centered_mean.new_ones(c.shape[0], 1))
+    inplace = not _is_compiling()
+    padding = eca.conv.padding[0]
+    if not torch.is_grad_enabled():
+        gate = _gate_terms(bn.weight, bn.bias, eca.conv.weight, centered_mean, mask, invstd, padding)[2]
+        return _gated_add(x, gate, shortcut, inplace)
+    return _BnEcaResidual.apply(
+        x, c, bn.weight, bn.bias, eca.conv.weight, shortcut, centered_mean, mask, mean, invstd, batch_stats,
+        padding, inplace)

@@ -254,9 +254,10 @@ def test_train_eval_predict_on_shapes(shapes, tmp_path):
              'rpn_pre_nms_top_n_train=200', 'rpn_post_nms_top_n_train=100',
              "backbone_kwargs={'channels': (16, 32, 64, 128)}"]
     common = ['--train-images', images, '--train-ann', ann, '--val-images', images, '--val-ann', ann,
-              '--batch-size', '2', '--lr', '0.02', '--lr-base-batch', '2', '--warmup-iters', '20', '--lr-steps', '15',
+              '--batch-size', '2', '--lr', '0.01', '--lr-base-batch', '2', '--warmup-iters', '20', '--lr-steps', '15',
               '--workers', '0', '--eval-interval', '0', '--device', 'cpu', '--output', out]
-    # 20 epochs x 8 iterations = 160 steps
+    # 20 epochs x 8 iterations = 160 steps. lr 0.01: from random init 0.02 sat at the edge of divergence (loss
+    # spikes, then NaN, depending on the thread count and on float32 rounding of any op)
     assert main(['detect', 'train', *small, *common, '--epochs', '20']) == 0
 
     summary = _read_summary(os.path.join(out, 'summary.csv'))
@@ -265,7 +266,7 @@ def test_train_eval_predict_on_shapes(shapes, tmp_path):
     assert last < 0.6 * first, (first, last)
     ckpt = torch.load(os.path.join(out, 'last.pth'), weights_only=True)
     assert ckpt['epoch'] == 20 and ckpt['categories'] == CATEGORIES
-    # measured (seed 42, 1 thread): box AP 0.674, mask AP 0.752 on the training images; floors well below
+    # measured (seed 42, 1 thread): box AP 0.757, mask AP 0.819 on the training images; floors well below
     assert ckpt['metrics']['bbox_ap'] > 0.3 and ckpt['metrics']['segm_ap'] > 0.3, ckpt['metrics']
     assert float(summary[-1]['eval_bbox_ap']) == pytest.approx(ckpt['metrics']['bbox_ap'])
     assert summary[0]['eval_bbox_ap'] == ''  # evaluated at the last epoch only
@@ -293,7 +294,7 @@ def test_train_eval_predict_on_shapes(shapes, tmp_path):
     assert main(['detect', 'train', *small, *common, '--epochs', '21', '--resume', os.path.join(out, 'last.pth')]) == 0
     summary = _read_summary(os.path.join(out, 'summary.csv'))
     assert [int(r['epoch']) for r in summary] == list(range(21))
-    assert float(summary[-1]['lr']) == pytest.approx(0.002)  # still after the lr step at epoch 15
+    assert float(summary[-1]['lr']) == pytest.approx(0.001)  # still after the lr step at epoch 15
     assert torch.load(os.path.join(out, 'last.pth'), weights_only=True)['epoch'] == 21
 
     # drawn predictions: box edges carry the label colour

@@ -15,7 +15,9 @@ from torch import nn
 
 import eca_timm  # noqa: F401  (registers the models)
 from eca_timm.eca_mobilenetv2 import EcaInvertedResidual
+from eca_timm.eca import EcaLayer
 from eca_timm.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
+from eca_timm.fused import bn_eca_residual, conv_input_mean
 
 SMALL = dict(layers=(1, 1, 1, 1), channels=(8, 16, 24, 32), stem_width=8, num_classes=5, eca_kernel_sizes=(1, 3, 5, 3))
 
@@ -105,12 +107,13 @@ def test_resnet_matches_reference(block, training, channels_last):
 
 
 @pytest.mark.parametrize('block', [EcaBasicBlock, EcaBottleneck])
-def test_resnet_fp32_within_1e5(block):
+@pytest.mark.parametrize('training', [True, False], ids=['train', 'eval'])
+def test_resnet_fp32_within_1e5(block, training):
     torch.manual_seed(0)
-    model = EcaResNet(block=block, **SMALL).eval()
+    model = EcaResNet(block=block, **SMALL).train(training)
     _randomize_bn(model)
-    ref = _ref_resnet(model, block.__bases__[0]).eval()
-    x = torch.randn(2, 3, 32, 32)
+    ref = _ref_resnet(model, block.__bases__[0]).train(training)
+    x = torch.randn(2, 3, 64, 64)
     _assert_close(_run(model, x), _run(ref, x), 1e-5)
     with torch.inference_mode():  # the in-place no-grad path
         assert _max_rel(model(x), ref(x)) < 1e-5
@@ -211,10 +214,11 @@ def test_torchscript_matches_eager():
     torch.testing.assert_close(scripted(x), model(x))
     scripted.train()
     model.train()
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    scripted(x1).sum().backward()
-    model(x2).sum().backward()
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-6)
+    # TorchScript runs the plain ops (ECA pools bn3's output, not conv3's input): the same math, fp32 rounding.
+    # 64x64 so that layer4's training-mode BatchNorm normalizes over more than 2 values (at 32x32 fp32 itself,
+    # the plain reference included, is only good to ~1e-4 there against float64).
+    x = torch.randn(2, 3, 64, 64)
+    _assert_close(_run(scripted, x), _run(model, x), 1e-5)
 
 
 @pytest.mark.parametrize('name', ['eca_resnet18', 'eca_mobilenetv2'])
@@ -258,3 +262,54 @@ def test_inductor_compiled_block_matches_reference():
     assert _max_rel(out, r_out) < 1e-5
     assert _max_rel(x1.grad, x2.grad) < 1e-5
     assert _max_rel(blk.se.conv.weight.grad, ref.se.weight.grad) < 1e-5
+
+
+@pytest.mark.parametrize('training', [True, False], ids=['train', 'eval'])
+@pytest.mark.parametrize('channels_last', [False, True], ids=['nchw', 'channels_last'])
+def test_pooling_through_pointwise_conv_matches_reference(training, channels_last):
+    """ECA's mean taken from the conv input (batch stats or running stats) equals the mean of ``bn(conv(z))``,
+    values and gradients, float64."""
+    torch.manual_seed(0)
+    conv, bn, eca = nn.Conv2d(6, 24, 1, bias=False).double(), nn.BatchNorm2d(24).double(), EcaLayer(24, 5).double()
+    _randomize_bn(bn)
+    r_conv, r_bn, r_eca = copy.deepcopy(conv), copy.deepcopy(bn), RefEca(eca.conv.weight)
+    for m in (bn, r_bn):
+        m.train(training)
+    z, shortcut = torch.randn(3, 6, 8, 8, dtype=torch.double), torch.randn(3, 24, 8, 8, dtype=torch.double)
+    if channels_last:
+        z, shortcut = z.to(memory_format=torch.channels_last), shortcut.to(memory_format=torch.channels_last)
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    z_mean = conv_input_mean(conv, bn, z1)
+    assert z_mean is not None and not z_mean.requires_grad
+    out = bn_eca_residual(conv(z1), bn, eca, shortcut, conv=conv, conv_input_mean=z_mean)
+    r_out = shortcut + r_eca(r_bn(r_conv(z2)))
+    out.backward(r_out.detach())
+    r_out.backward(r_out.detach())
+    assert _max_rel(out, r_out) < 1e-10
+    assert _max_rel(z1.grad, z2.grad) < 1e-10
+    for p, r_p in zip([*conv.parameters(), *bn.parameters(), eca.conv.weight], [*r_conv.parameters(),
+                                                                                 *r_bn.parameters(), r_eca.weight]):
+        assert _max_rel(p.grad, r_p.grad) < 1e-10
+    torch.testing.assert_close(bn.running_mean, r_bn.running_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, r_bn.running_var, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('conv,shape,why', [
+    (nn.Conv2d(8, 32, 3, padding=1, bias=False), (2, 8, 8, 8), '3x3 conv: edges do not commute with the mean'),
+    (nn.Conv2d(8, 32, 1, stride=2, bias=False), (2, 8, 8, 8), 'strided conv'),
+    (nn.Conv2d(8, 32, 1, bias=True), (2, 8, 8, 8), 'conv bias'),
+    (nn.Conv2d(8, 32, 1, groups=2, bias=False), (2, 8, 8, 8), 'grouped conv'),
+    (nn.Conv2d(512, 2048, 1, bias=False), (8, 512, 7, 7), 'B*H*W < 16*Cin: the matmul costs more than the pass'),
+    (nn.Conv2d(256, 1024, 1, bias=False), (8, 256, 14, 14), 'B*H*W < 16*Cin: the matmul costs more than the pass'),
+])
+def test_pooling_through_conv_only_where_exact_and_cheaper(conv, shape, why):
+    assert conv_input_mean(conv, nn.BatchNorm2d(32), torch.randn(shape)) is None, why
+
+
+def test_pooling_through_conv_used_in_resnet50_early_stages():
+    bn = nn.BatchNorm2d(256)
+    assert conv_input_mean(nn.Conv2d(64, 256, 1, bias=False), bn, torch.randn(8, 64, 56, 56)) is not None
+    other_bn = timm.layers.BatchNormAct2d(256, apply_act=False)
+    assert conv_input_mean(nn.Conv2d(64, 256, 1, bias=False), other_bn, torch.randn(1, 64, 56, 56)) is not None
+    gn = nn.GroupNorm(8, 256)  # not affine per channel with fixed stats: pool the output instead
+    assert conv_input_mean(nn.Conv2d(64, 256, 1, bias=False), gn, torch.randn(8, 64, 56, 56)) is None

@@ -163,8 +163,8 @@ def test_fx_feature_extraction(name):
     _, eval_nodes = get_graph_node_names(model)
     fx_model = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
     x = torch.randn(1, 3, SMALL, SMALL)
-    with torch.no_grad():
-        assert torch.equal(next(iter(fx_model(x).values())), model(x))
+    with torch.no_grad():  # fx traces the plain ECA ops, the model runs the fused ones: fp32 rounding apart
+        torch.testing.assert_close(next(iter(fx_model(x).values())), model(x), rtol=1e-5, atol=1e-6)
     torch.manual_seed(0)
     fx_feats = timm.create_model(name, features_only=True, feature_cls='fx').eval()
     torch.manual_seed(0)
