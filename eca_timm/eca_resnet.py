@@ -3,8 +3,8 @@
 The official blocks are torchvision's ResNet blocks with an ECA layer after the last BN, before the
 residual add; timm's ResNet keeps block attention at ``.se`` in exactly that place. Each stage has its
 own ECA kernel size (the released weights were trained with hand-picked sizes: ``RELEASED_KERNEL_SIZES``).
-The blocks are timm's, with ECA's scale fused into the residual add (``fused.bn_eca_residual``): same modules,
-state dict and values, less time and memory.
+The blocks are timm's, with the last BN, ECA and the residual add run as one fused step
+(``fused.bn_eca_residual``): same modules, state dict and values, less time and memory.
 """
 from typing import Any, Dict, Tuple, Type, Union
 
@@ -53,7 +53,8 @@ class EcaBottleneck(Bottleneck):
     """timm's ``Bottleneck`` with its ``.se`` ECA layer fused into the residual add (``bn_eca_residual``).
 
     Same modules, state dict and values as ``Bottleneck(attn_layer=EcaLayer)``; drop path scales the per-sample
-    gate instead of the full-size branch (the same per-sample factor).
+    gate instead of the full-size branch (the same per-sample factor). Where it is cheaper, ECA's spatial mean is
+    taken from conv3's input (a quarter of the channels) through the 1x1 conv (``fused.conv_input_mean``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -214,7 +214,8 @@ def bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Opt
             centered_mean = (c_mean - mean.to(precise)).to(acc)
         else:
             centered_mean = c.mean(dim=(2, 3), dtype=acc) - mean.to(acc)
-        mask = None if drop_path is None else drop_path(centered_mean.new_ones(c.shape[0], 1))
+        no_drop = drop_path is None or isinstance(drop_path, nn.Identity)
+        mask = None if no_drop else drop_path(centered_mean.new_ones(c.shape[0], 1))
     inplace = not _is_compiling()
     padding = eca.conv.padding[0]
     if not torch.is_grad_enabled():
