@@ -71,13 +71,9 @@ class EcaLayer(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Per-channel attention weights of shape [B, C, 1, 1] in ``x``'s dtype."""
-        return self.pooled_gate(x.mean(dim=(2, 3)), x.dtype)
-
-    def pooled_gate(self, pooled: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """``gate`` from the per-channel spatial means [B, C] (for callers that pool themselves)."""
-        b, c = pooled.shape[0], pooled.shape[1]
-        y = self.conv(pooled.view(b, 1, c)).sigmoid()
-        return y.view(b, c, 1, 1).to(pooled.dtype if dtype is None else dtype)
+        b, c = x.shape[0], x.shape[1]
+        y = self.conv(x.mean(dim=(2, 3)).view(b, 1, c)).sigmoid()
+        return y.view(b, c, 1, 1).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
