@@ -51,14 +51,15 @@ def _gate(pooled: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Ten
 
 def _gate_terms(weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], eca_weight: torch.Tensor,
                 centered_mean: torch.Tensor, mask: Optional[torch.Tensor], invstd: torch.Tensor,
-                padding: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ECA's pooled input, sigmoid and (drop-path masked) gate, [B, C] each, in ``centered_mean``'s dtype."""
+                padding: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BatchNorm's per-channel scale, ECA's pooled input, sigmoid and (drop-path masked) gate, in
+    ``centered_mean``'s dtype."""
     acc = centered_mean.dtype
     scale = invstd.to(acc) if weight is None else weight.detach().to(acc) * invstd.to(acc)
     pooled = centered_mean * scale if bias is None else torch.addcmul(bias.detach().to(acc), centered_mean, scale)
     sig = _gate(pooled, eca_weight.detach(), padding)
     gate = sig if mask is None else sig * mask.to(acc)
-    return pooled, sig, gate
+    return scale, pooled, sig, gate
 
 
 def _gated_add(x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Tensor], inplace: bool) -> torch.Tensor:
@@ -85,8 +86,9 @@ class _BnEcaResidual(torch.autograd.Function):
                 eca_weight: torch.Tensor, shortcut: Optional[torch.Tensor], centered_mean: torch.Tensor,
                 mask: Optional[torch.Tensor], mean: torch.Tensor, invstd: torch.Tensor, batch_stats: bool,
                 padding: int, inplace: bool) -> torch.Tensor:
-        pooled, sig, gate = _gate_terms(weight, bias, eca_weight, centered_mean, mask, invstd, padding)
-        ctx.save_for_backward(c, weight, bias, eca_weight, centered_mean, mask, mean, invstd, pooled, sig, gate)
+        scale, pooled, sig, gate = _gate_terms(weight, bias, eca_weight, centered_mean, mask, invstd, padding)
+        ctx.save_for_backward(c, weight, bias, eca_weight, centered_mean, mask, mean, invstd, scale, pooled, sig,
+                              gate)
         ctx.batch_stats, ctx.padding, ctx.has_shortcut = batch_stats, padding, shortcut is not None
         if inplace:
             ctx.mark_dirty(x)
@@ -95,15 +97,14 @@ class _BnEcaResidual(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        c, weight, bias, eca_weight, centered_mean, mask, mean, invstd, pooled, sig, gate = ctx.saved_tensors
+        c, weight, bias, eca_weight, centered_mean, mask, mean, invstd, scale, pooled, sig, gate = ctx.saved_tensors
         acc = gate.dtype
+        mean, invstd = mean.to(acc), invstd.to(acc)
         hw = grad.shape[2] * grad.shape[3]
         total = grad.sum(dim=(2, 3), dtype=acc)
         # sum_hw(grad * (c - mean)), centered for accuracy; buf (>= fp32) is the one full-size temporary
-        buf = torch.sub(c, mean.to(acc)[None, :, None, None]).mul_(grad)
+        buf = torch.sub(c, mean[None, :, None, None]).mul_(grad)
         dot = buf.sum(dim=(2, 3), dtype=acc)
-        w = None if weight is None else weight.detach().to(acc)
-        scale = invstd.to(acc) if w is None else w * invstd.to(acc)
         # d out / d gate = sum_hw(grad * x) with x = scale * (c - mean) + bias
         d_gate = dot * scale if bias is None else torch.addcmul(dot * scale, total, bias.detach().to(acc))
         d_sig = d_gate if mask is None else d_gate * mask.to(acc)
@@ -118,7 +119,7 @@ class _BnEcaResidual(torch.autograd.Function):
         # BatchNorm's output gradient g = gate * grad + d_pooled / HW: its sums over samples and pixels
         sum_g = (gate * total + d_pooled).sum(0)
         sum_g_centered = (gate * dot + d_pooled * centered_mean).sum(0)
-        d_weight = (sum_g_centered * invstd.to(acc)).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        d_weight = (sum_g_centered * invstd).to(weight.dtype) if ctx.needs_input_grad[2] else None
         d_bias = sum_g.to(bias.dtype) if ctx.needs_input_grad[3] else None
         d_c = None
         if ctx.needs_input_grad[1]:
@@ -127,8 +128,8 @@ class _BnEcaResidual(torch.autograd.Function):
             offset = d_pooled * (scale / hw)
             if ctx.batch_stats:
                 n = grad.shape[0] * hw
-                beta = -scale * invstd.to(acc) ** 2 * sum_g_centered / n
-                offset = offset - scale * sum_g / n - beta * mean.to(acc)
+                beta = -scale * invstd ** 2 * sum_g_centered / n
+                offset = offset - scale * sum_g / n - beta * mean
                 torch.addcmul(offset[:, :, None, None], c, beta[None, :, None, None], out=buf)
                 buf.addcmul_(grad, alpha[:, :, None, None])
             else:
@@ -219,7 +220,7 @@ def bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Opt
     inplace = not _is_compiling()
     padding = eca.conv.padding[0]
     if not torch.is_grad_enabled():
-        gate = _gate_terms(bn.weight, bn.bias, eca.conv.weight, centered_mean, mask, invstd, padding)[2]
+        gate = _gate_terms(bn.weight, bn.bias, eca.conv.weight, centered_mean, mask, invstd, padding)[3]
         return _gated_add(x, gate, shortcut, inplace)
     return _BnEcaResidual.apply(
         x, c, bn.weight, bn.bias, eca.conv.weight, shortcut, centered_mean, mask, mean, invstd, batch_stats,
