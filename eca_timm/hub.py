@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_dir, atomic_write
-from ._resources import checkout_dir, project_dir
+from ._resources import HUB_DATA, checkout_dir, data_file
 
 __all__ = [
     'HUB_ORG_ENV', 'load_manifest', 'hub_org', 'manifest_entry', 'repo_id', 'pretrained_cfgs',
@@ -41,13 +41,13 @@ RECIPE_KEYS = (
     'reprob', 'amp', 'img_size', 'input_size', 'seed')
 
 
-def _hub_data() -> Path:
-    """The ``hub/`` folder: the source checkout's, else its copy packaged as ``eca_timm.hub_data`` (wheel)."""
-    return project_dir('eca_timm.hub_data', 'hub')
+def _hub_data() -> Any:
+    """The packaged ``hub/`` folder (``eca_timm.hub_data``) as an ``importlib.resources`` Traversable."""
+    return data_file(HUB_DATA)
 
 
-def _checkout_hub() -> Path:
-    """``hub/`` of the source checkout this package runs from (absent in a wheel install)."""
+def _checkout_hub() -> Optional[Path]:
+    """``hub/`` of the source checkout this package runs from (None in a wheel install): the manifest's write side."""
     return checkout_dir('hub')
 
 
@@ -442,9 +442,12 @@ def load_publish_source(
 
 def _check_record(model: nn.Module, info: Dict[str, Any]) -> Tuple[Path, str, str]:
     """Manifest path, architecture and tag for ``--record``, or an error saying what is missing."""
-    path = _checkout_hub() / 'manifest.json'
-    if not path.is_file():
-        raise FileNotFoundError(f'{path} not found: --record updates hub/manifest.json of an eca-timm source checkout')
+    hub_dir = _checkout_hub()
+    path = hub_dir / 'manifest.json' if hub_dir is not None else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            f'{path or "hub/manifest.json"} not found: --record updates hub/manifest.json of an eca-timm source '
+            f'checkout (git clone it and pip install -e it); an installed wheel has no manifest to edit')
     arch, tag = model.pretrained_cfg['architecture'], info.get('tag')
     if not tag:
         raise ValueError(f'--record needs --repo-id ORG/{arch}.<tag>, the name timm will list the weights under')

@@ -22,14 +22,13 @@ from typing import Any, List, Optional
 import timm
 import yaml
 
-from ._resources import project_dir
 from .fashion_mnist import write_image_folder
-from .run import SCRIPT_NAMES, default_scripts_cache, find_scripts_dir
+from .run import SCRIPT_NAMES, default_scripts_cache, find_scripts_dir, recipe_file
 
 __all__ = ['TIMM_REPO_URL', 'fetch_scripts', 'quickstart']
 
 TIMM_REPO_URL = 'https://github.com/huggingface/pytorch-image-models'
-RECIPE = project_dir('eca_timm.train_configs', 'train_configs') / 'fashion_mnist' / 'eca_resnet18_cifar.yaml'
+RECIPE = 'fashion_mnist/eca_resnet18_cifar.yaml'  # in train_configs/, shipped in the package
 EXTRA_SCRIPTS = ('distributed_train.sh',)
 
 
@@ -87,12 +86,17 @@ def _validate(scripts: Path, model_args: List[str], data: Path, results: Path) -
 def quickstart(out: os.PathLike, epochs: Optional[int] = None, scripts_dir: Optional[os.PathLike] = None,
                recipe: os.PathLike = RECIPE) -> dict:
     """Run the five steps into ``out``; return the top-1 of model_best and of its published, reloaded copy."""
-    out, recipe = Path(out).resolve(), Path(recipe)
+    out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f'{out} is not empty: pass --out with a new folder')
-    if not recipe.is_file():
-        raise FileNotFoundError(
-            f'recipe {recipe} not found: pass --recipe with a train.py YAML recipe')
+    with recipe_file(recipe) as path:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f'recipe {recipe} not found: pass --recipe with a train.py YAML recipe')
+        return _quickstart(out, epochs, scripts_dir, path)
+
+
+def _quickstart(out: Path, epochs: Optional[int], scripts_dir: Optional[os.PathLike], recipe: Path) -> dict:
     start = t = _step(1, 'timm\'s scripts')
     scripts = find_scripts_dir(scripts_dir)
     if scripts is None:
@@ -156,5 +160,6 @@ def register(subparsers: Any) -> None:
                                                        'else a clone of the matching timm release)')
     p.add_argument('--out', default='eca-timm-quickstart', help='output folder (new or empty)')
     p.add_argument('--epochs', type=int, default=None, help='override the recipe\'s epochs')
-    p.add_argument('--recipe', default=str(RECIPE), help='train.py recipe (default: the Fashion-MNIST one)')
+    p.add_argument('--recipe', default=RECIPE,
+                   help='train.py recipe: a file, or a recipe shipped in train_configs/ (default: the Fashion-MNIST one)')
     p.set_defaults(func=_run)

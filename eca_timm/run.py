@@ -29,9 +29,11 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence
 import torch
 import yaml
 
+from ._resources import RECIPES, data_file, data_path
+
 __all__ = [
     'SCRIPT_NAMES', 'CpuDistributedDataParallel', 'TrainArgs', 'check_train_args', 'cpu_ddp_without_device_ids',
-    'default_scripts_cache', 'find_scripts_dir', 'parse_train_args', 'resolve_script', 'run_script',
+    'default_scripts_cache', 'find_scripts_dir', 'parse_train_args', 'recipe_file', 'resolve_script', 'run_script',
 ]
 
 SCRIPT_NAMES = ('train.py', 'validate.py', 'benchmark.py', 'inference.py')
@@ -72,6 +74,43 @@ def resolve_script(script: os.PathLike, scripts_dir: Optional[os.PathLike] = Non
     searched = [str(p) for p in (scripts_dir, os.environ.get('TIMM_SCRIPTS'), default_scripts_cache()) if p]
     raise FileNotFoundError(
         f'timm script {str(script)!r} not found (looked in: {", ".join(searched)}). {SCRIPTS_HINT}.')
+
+
+@contextlib.contextmanager
+def recipe_file(config: os.PathLike) -> Iterator[Path]:
+    """``config`` when it exists here, else the recipe (file or folder) of that name shipped with eca-timm, as a
+    real path.
+
+    A packaged recipe is named by its path in ``train_configs/``, with or without that prefix
+    (``imagenet/eca_resnet50_paper.yaml``), so the README's ``--config train_configs/...`` works from any folder.
+    """
+    path = Path(config)
+    parts = path.parts[1:] if path.parts[:1] == ('train_configs',) else path.parts
+    if path.exists() or path.is_absolute() or '..' in parts:
+        yield path
+        return
+    packaged = data_file(RECIPES, '/'.join(parts))
+    if not (packaged.is_file() or packaged.is_dir()):
+        yield path
+        return
+    with data_path(RECIPES, '/'.join(parts)) as packaged:
+        yield packaged
+
+
+@contextlib.contextmanager
+def _packaged_config(argv: Sequence[str]) -> Iterator[List[str]]:
+    """``argv`` with a ``--config``/``-c`` recipe that is not a file here replaced by eca-timm's packaged copy."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg in ('-c', '--config') and i + 1 < len(argv):
+            with recipe_file(argv[i + 1]) as path:
+                yield argv[:i + 1] + [str(path)] + argv[i + 2:]
+            return
+        if arg.startswith('--config='):
+            with recipe_file(arg.split('=', 1)[1]) as path:
+                yield argv[:i] + [f'--config={path}'] + argv[i + 1:]
+            return
+    yield argv
 
 
 @contextlib.contextmanager
@@ -190,9 +229,10 @@ def _exec_script(path: Path, argv: Sequence[str]) -> None:
 def run_script(script: os.PathLike, argv: Sequence[str] = (), scripts_dir: Optional[os.PathLike] = None) -> None:
     """Check the arguments (train.py), then run ``script`` as ``__main__`` (``eca_timm`` is imported already)."""
     path = resolve_script(script, scripts_dir)
-    if path.name == 'train.py':
-        check_train_args(path, argv)
-    _exec_script(path, argv)
+    with _packaged_config(argv) as argv:
+        if path.name == 'train.py':
+            check_train_args(path, argv)
+        _exec_script(path, argv)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -203,14 +243,15 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        path = resolve_script(args.script, args.scripts_dir)
-        if path.name == 'train.py':
-            check_train_args(path, args.args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'eca-timm run: error: {e}', file=sys.stderr)
-        return 2
-    _exec_script(path, args.args)
+    with _packaged_config(args.args) as argv:
+        try:
+            path = resolve_script(args.script, args.scripts_dir)
+            if path.name == 'train.py':
+                check_train_args(path, argv)
+        except (FileNotFoundError, ValueError) as e:
+            print(f'eca-timm run: error: {e}', file=sys.stderr)
+            return 2
+        _exec_script(path, argv)
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ._io import atomic_write
-from .run import check_train_args, resolve_script
+from .run import check_train_args, recipe_file, resolve_script
 
 __all__ = ['StudyRun', 'VariantCurves', 'plan_study', 'run_study', 'read_summary', 'scheduled_epochs',
            'aggregate', 'results_table', 'plot_curves', 'write_plots']
@@ -245,12 +245,13 @@ def write_plots(study_dir: os.PathLike) -> Dict[str, Path]:
 
 
 def _study(args: argparse.Namespace) -> int:
-    try:
-        runs = plan_study(args.config_dir, args.seeds, args.out, args.extra, args.scripts_dir)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'eca-timm study: error: {e}', file=sys.stderr)
-        return 2
-    failed = run_study(runs, args.parallel, args.scripts_dir)
+    with recipe_file(args.config_dir) as config_dir:  # a folder of this checkout, else eca-timm's packaged copy
+        try:
+            runs = plan_study(config_dir, args.seeds, args.out, args.extra, args.scripts_dir)
+        except (FileNotFoundError, ValueError) as e:
+            print(f'eca-timm study: error: {e}', file=sys.stderr)
+            return 2
+        failed = run_study(runs, args.parallel, args.scripts_dir)
     print(f'study: {len(runs) - failed}/{len(runs)} runs complete in {args.out}; '
           f'next: eca-timm plot {args.out}', flush=True)
     return 1 if failed else 0

@@ -301,8 +301,7 @@ def test_offline_round_trip_through_hub_cache(tmp_path):
     x = tmp_path / 'x.pt'
     torch.save(torch.randn(2, 3, 64, 64), x)
     (tmp_path / 'check.py').write_text(OFFLINE_CHECK)
-    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), ECA_TIMM_HUB_ORG='my-org',
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), ECA_TIMM_HUB_ORG='my-org')
     env.pop('HF_HOME', None)
     r = subprocess.run([sys.executable, str(tmp_path / 'check.py'), str(src), str(out), str(x)],
                        env=env, capture_output=True, text=True, timeout=300)

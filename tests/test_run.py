@@ -15,7 +15,7 @@ import torch
 
 import eca_timm  # noqa: F401
 from eca_timm.fashion_mnist import write_image_folder
-from eca_timm.run import CpuDistributedDataParallel, cpu_ddp_without_device_ids
+from eca_timm.run import CpuDistributedDataParallel, _packaged_config, cpu_ddp_without_device_ids, recipe_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = 'eca_resnet18_cifar'
@@ -35,7 +35,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _env() -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    env = dict(os.environ)  # the installed eca_timm (the wheel in CI), not the checkout
     env.setdefault('OMP_NUM_THREADS', '1')
     return env
 
@@ -150,3 +150,28 @@ def test_image_folder_round_trips_the_subset(tiny_data):
             np.testing.assert_array_equal(np.asarray(Image.open(f)), data[xk][i])
     with pytest.raises(FileExistsError, match='exists already'):
         write_image_folder(tiny_data)
+
+
+def test_recipes_resolve_to_the_packaged_copy_from_any_folder(tmp_path, monkeypatch):
+    """``--config train_configs/...`` (the README's form) works outside a checkout: eca-timm ships the recipes."""
+    monkeypatch.chdir(tmp_path)
+    rel = 'imagenet/eca_resnet50_paper.yaml'
+    shipped = (ROOT / 'train_configs' / rel).read_text()
+    for name in (f'train_configs/{rel}', rel):
+        with recipe_file(name) as path:
+            assert path.is_absolute() and path.read_text() == shipped
+    with recipe_file('train_configs/cifar10') as folder:
+        assert sorted(p.name for p in folder.glob('*.yaml')) == sorted(
+            p.name for p in (ROOT / 'train_configs' / 'cifar10').glob('*.yaml'))
+    with recipe_file('imagenet/no_such_recipe.yaml') as path:  # unknown: left as given, train.py reports it
+        assert path == Path('imagenet/no_such_recipe.yaml')
+    with _packaged_config(['--model', 'x', '--config', rel, '--lr', '1']) as argv:
+        assert argv[:3] == ['--model', 'x', '--config'] and argv[4:] == ['--lr', '1']
+        assert Path(argv[3]).read_text() == shipped
+    with _packaged_config([f'--config=train_configs/{rel}']) as argv:
+        assert Path(argv[0].split('=', 1)[1]).read_text() == shipped
+    local = tmp_path / 'train_configs' / rel  # a file here wins over the packaged one
+    local.parent.mkdir(parents=True)
+    local.write_text('epochs: 1\n')
+    with recipe_file(f'train_configs/{rel}') as path:
+        assert path.resolve() == local.resolve()
