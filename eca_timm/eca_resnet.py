@@ -25,7 +25,8 @@ class EcaBasicBlock(BasicBlock):
     """timm's ``BasicBlock`` with its ``.se`` ECA layer fused into the residual add (``bn_eca_residual``).
 
     Same modules, state dict and values as ``BasicBlock(attn_layer=EcaLayer)``; drop path scales the per-sample
-    gate instead of the full-size branch (the same per-sample factor).
+    gate instead of the full-size branch (the same per-sample factor); on CUDA the final ReLU runs in the same
+    kernel.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,10 +44,10 @@ class EcaBasicBlock(BasicBlock):
             gate = self.se.gate(x)
             if self.drop_path is not None:
                 gate = self.drop_path(gate)
-            x = torch.addcmul(shortcut, x, gate)
+            x = self.act2(torch.addcmul(shortcut, x, gate))
         else:
-            x = bn_eca_residual(x, self.bn2, self.se, shortcut, self.drop_path)
-        return self.act2(x)
+            x = bn_eca_residual(x, self.bn2, self.se, shortcut, self.drop_path, act=self.act2)
+        return x
 
 
 class EcaBottleneck(Bottleneck):
@@ -78,10 +79,10 @@ class EcaBottleneck(Bottleneck):
             gate = self.se.gate(x)
             if self.drop_path is not None:
                 gate = self.drop_path(gate)
-            x = torch.addcmul(shortcut, x, gate)
+            x = self.act3(torch.addcmul(shortcut, x, gate))
         else:
-            x = bn_eca_residual(x, self.bn3, self.se, shortcut, self.drop_path, self.conv3, z_mean)
-        return self.act3(x)
+            x = bn_eca_residual(x, self.bn3, self.se, shortcut, self.drop_path, self.conv3, z_mean, act=self.act3)
+        return x
 
 
 # Block and blocks per stage of each depth (kernel sizes: RELEASED_KERNEL_SIZES).

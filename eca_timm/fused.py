@@ -12,8 +12,16 @@ BatchNorm's own backward over it). ``bn_eca_residual`` computes the same values 
 
 Under torch.compile the same function is traced (out of place; the compiler fuses the passes). fx symbolic
 tracing, TorchScript and norm layers other than a plain BatchNorm take the plain ops; the values are the same.
+
+On CUDA the step runs as Triton kernels instead (``fused_triton``, registered as torch.library ops in
+``fused_ops``): BatchNorm's statistics and ECA's pooled means in one read of the conv output, then one pass that
+writes ``relu(shortcut + gate * bn(c))``; eager and torch.compile alike. ``_uses_triton`` is the one dispatch rule.
 """
-from typing import Optional, Tuple
+import contextlib
+import importlib.util
+import logging
+import os
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +39,71 @@ except ImportError:  # torch < 2.5
 
 _is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.is_compiling  # torch < 2.3
 
-__all__ = ['bn_eca_residual', 'conv_input_mean']
+__all__ = ['BACKENDS', 'bn_eca_residual', 'conv_input_mean', 'fused_backend', 'set_fused_backend', 'triton_available']
+
+_logger = logging.getLogger(__name__)
+
+# 'auto': Triton kernels for CUDA tensors (NCHW or channels_last), torch ops elsewhere; 'torch': torch ops
+# everywhere; 'triton': the kernels on any device (on the CPU only under TRITON_INTERPRET=1, for tests).
+BACKENDS = ('auto', 'torch', 'triton')
+BACKEND_ENV = 'ECA_TIMM_FUSED_BACKEND'
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _load_triton_ops():
+    """``fused_ops`` (the kernels as torch.library ops) where Triton can run them, else None. Loaded at import:
+    torch.compile should find the ops registered rather than trace an import."""
+    if not hasattr(torch.library, 'custom_op') or importlib.util.find_spec('triton') is None:
+        return None  # torch < 2.4, or a CPU-only torch without Triton
+    if not (torch.cuda.is_available() or os.environ.get('TRITON_INTERPRET') == '1'):
+        return None
+    try:
+        from . import fused_ops
+    except Exception as e:  # a Triton that does not match this torch: the torch ops still work
+        _logger.warning('eca_timm: Triton kernels unavailable (%s); the fused ECA step uses torch ops', e)
+        return None
+    return fused_ops
+
+
+_ops = _load_triton_ops()
+_backend = os.environ.get(BACKEND_ENV, 'auto')
+if _backend not in BACKENDS:
+    raise ValueError(f'{BACKEND_ENV}={_backend!r}: choose one of {", ".join(BACKENDS)}')
+
+
+def triton_available() -> bool:
+    """True where the fused ECA step can run as Triton kernels (CUDA with Triton, or TRITON_INTERPRET=1)."""
+    return _ops is not None
+
+
+def set_fused_backend(name: str) -> str:
+    """Choose how the fused ECA step runs (``BACKENDS``); returns the previous choice."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f'fused ECA backend must be one of {", ".join(BACKENDS)}, got {name!r}')
+    if name == 'triton' and _ops is None:
+        raise RuntimeError('fused ECA backend triton: Triton kernels are not available here (they need CUDA and '
+                           'triton, or TRITON_INTERPRET=1 set before eca_timm is imported)')
+    previous, _backend = _backend, name
+    return previous
+
+
+@contextlib.contextmanager
+def fused_backend(name: str) -> Iterator[None]:
+    """``set_fused_backend(name)`` for the duration of a block."""
+    previous = set_fused_backend(name)
+    try:
+        yield
+    finally:
+        set_fused_backend(previous)
+
+
+def _uses_triton(t: torch.Tensor) -> bool:
+    """The dispatch rule: the Triton kernels take ``t`` (a [B, C, H, W] conv output) or the torch ops do."""
+    if _ops is None or _backend == 'torch' or (_backend == 'auto' and not t.is_cuda):
+        return False
+    return t.dim() == 4 and t.dtype in _TRITON_DTYPES and (
+        t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last))
 
 
 def _windows(v: torch.Tensor, kernel_size: int, padding: int) -> torch.Tensor:
@@ -161,24 +233,30 @@ def conv_input_mean(conv: nn.Module, bn: nn.Module, z: torch.Tensor) -> Optional
     stages at batch 8, and the first three from batch 32). None where it does not apply (``bn_eca_residual`` then
     pools the conv output). Call it before ``conv`` so that ``z`` can be freed.
     """
-    if _is_fx_tracing() or not _is_plain_batch_norm(bn) or not _is_pointwise_conv(conv):
-        return None
+    if _is_fx_tracing() or not _is_plain_batch_norm(bn) or not _is_pointwise_conv(conv) or _uses_triton(z):
+        return None  # (the Triton kernels pool in the pass that gathers BatchNorm's statistics)
     if z.shape[0] * z.shape[2] * z.shape[3] < 16 * z.shape[1]:
         return None
     with torch.no_grad():
         return z.mean(dim=(2, 3), dtype=torch.promote_types(z.dtype, torch.float32))
 
 
-def _batch_norm_with_stats(bn: nn.Module, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
-    """``bn(c)`` as ``nn.BatchNorm2d.forward`` computes it (no autograd), the mean and 1/std it normalized with,
-    and whether those are batch statistics."""
+def _batch_norm_step(bn: nn.Module) -> Tuple[float, bool, bool]:
+    """``nn.BatchNorm2d.forward``'s bookkeeping: counts the batch; returns the running-average factor, whether
+    the batch's statistics normalize, and whether the running statistics are passed (kept or updated)."""
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:  # cumulative moving average
             momentum = 1.0 / float(bn.num_batches_tracked)
     use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-    keep_running = not bn.training or bn.track_running_stats
+    return momentum, use_batch_stats, not bn.training or bn.track_running_stats
+
+
+def _batch_norm_with_stats(bn: nn.Module, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """``bn(c)`` as ``nn.BatchNorm2d.forward`` computes it (no autograd), the mean and 1/std it normalized with,
+    and whether those are batch statistics."""
+    momentum, use_batch_stats, keep_running = _batch_norm_step(bn)
     with torch.no_grad():
         x, mean, invstd = torch.native_batch_norm(
             c, bn.weight, bn.bias, bn.running_mean if keep_running else None,
@@ -188,16 +266,52 @@ def _batch_norm_with_stats(bn: nn.Module, c: torch.Tensor) -> Tuple[torch.Tensor
     return x, mean, invstd, use_batch_stats
 
 
+def _triton_bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Optional[torch.Tensor],
+                             drop_path: Optional[nn.Module], relu: bool) -> torch.Tensor:
+    """The CUDA path: ``torch.ops.eca_timm.bn_eca_residual`` (``fused_ops``), then BatchNorm's running averages."""
+    momentum, batch_stats, keep_running = _batch_norm_step(bn)
+    n = c.numel() // c.shape[1]
+    if batch_stats and n <= 1:
+        raise ValueError(f'Expected more than 1 value per channel when training, got input size {list(c.shape)}')
+    mask = None
+    if drop_path is not None and not isinstance(drop_path, nn.Identity):
+        acc = torch.float64 if c.dtype == torch.float64 else torch.float32
+        mask = drop_path(c.new_ones(c.shape[0], 1, dtype=acc)).view(-1)
+    out, _, batch_mean, batch_var = torch.ops.eca_timm.bn_eca_residual(
+        c, bn.weight, bn.bias, eca.conv.weight, shortcut, mask, None if batch_stats else bn.running_mean,
+        None if batch_stats else bn.running_var, bn.eps, relu)
+    if batch_stats and keep_running and bn.running_mean is not None:
+        with torch.no_grad():
+            bn.running_mean.lerp_(batch_mean.to(bn.running_mean.dtype), momentum)
+            bn.running_var.lerp_((batch_var * (n / (n - 1))).to(bn.running_var.dtype), momentum)
+    return out
+
+
 def bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Optional[torch.Tensor],
                     drop_path: Optional[nn.Module] = None, conv: Optional[nn.Module] = None,
-                    conv_input_mean: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``shortcut + drop_path(eca(bn(c)))`` (no add when ``shortcut`` is None) as one fused step.
+                    conv_input_mean: Optional[torch.Tensor] = None, act: Optional[nn.Module] = None
+                    ) -> torch.Tensor:
+    """``act(shortcut + drop_path(eca(bn(c))))`` (no add when ``shortcut`` is None, no ``act`` when None) as one
+    fused step.
 
     Drop path scales each sample's gate instead of the full-size branch (the same per-sample factor: it is applied
     to a [B, 1] tensor of ones, which draws the same random numbers). With ``c = conv(z)`` pass ``conv`` and
     ``conv_input_mean(conv, bn, z)``: ECA then pools ``z`` instead of ``c``. The result is written over
-    ``bn(c)``'s buffer outside torch.compile.
+    ``bn(c)``'s buffer outside torch.compile. On the Triton path a ``nn.ReLU`` ``act`` runs inside the kernel.
     """
+    if not _is_fx_tracing() and _is_plain_batch_norm(bn) and _uses_triton(c) and (
+            shortcut is None or shortcut.shape == c.shape):
+        relu = type(act) is nn.ReLU
+        out = _triton_bn_eca_residual(c, bn, eca, shortcut, drop_path, relu)
+        return out if relu or act is None else act(out)
+    out = _bn_eca_residual(c, bn, eca, shortcut, drop_path, conv, conv_input_mean)
+    return out if act is None else act(out)
+
+
+def _bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Optional[torch.Tensor],
+                     drop_path: Optional[nn.Module], conv: Optional[nn.Module],
+                     conv_input_mean: Optional[torch.Tensor]) -> torch.Tensor:
+    """The torch-ops path of ``bn_eca_residual`` (CPU, and wherever the Triton kernels do not apply)."""
     if _is_fx_tracing() or not _is_plain_batch_norm(bn):
         x = bn(c)
         gate = eca.gate(x)

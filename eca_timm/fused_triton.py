@@ -367,8 +367,9 @@ def forward(c: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torc
         c, a, d, c, a, _vec_or(shortcut, c), out, C, HW, sxb, sxc, sxhw, 0, 0, 0, ssb, ssc, sshw,
         *_flat_strides(out), C, C, 0,
         HAS_Y=False, HAS_S=shortcut is not None, RELU=relu, ACC=ACC, BLOCK_C=block_c, BLOCK_HW=block_hw)
-    empty = c.new_empty(0, dtype=acc)
-    return out, centered, (mean if batch_stats else empty), (var if batch_stats else empty)
+    if not batch_stats:  # the op returns no batch statistics (two distinct empty tensors: outputs must not alias)
+        mean, var = c.new_empty(0, dtype=acc), c.new_empty(0, dtype=acc)
+    return out, centered, mean, var
 
 
 def backward(grad: torch.Tensor, out: Optional[torch.Tensor], c: torch.Tensor, centered: torch.Tensor,

@@ -1,9 +1,21 @@
-"""Shared fixtures: timm's scripts (train.py, validate.py, ...) live outside the project."""
-from pathlib import Path
+"""Shared fixtures: timm's scripts (train.py, validate.py, ...) live outside the project.
 
-import pytest
+Without CUDA, Triton's kernels run in Triton's interpreter on the CPU: TRITON_INTERPRET=1 is set here, before
+eca_timm (and so its kernels) is imported, so ``test_fused_triton.py`` can check them on any machine.
+"""
+import importlib.util
+import os
 
-from eca_timm.run import SCRIPTS_HINT, find_scripts_dir
+import torch
+
+if importlib.util.find_spec('triton') is not None and not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from eca_timm.run import SCRIPTS_HINT, find_scripts_dir  # noqa: E402
 
 
 @pytest.fixture(scope='session')

@@ -9,7 +9,6 @@ import statistics
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
@@ -18,72 +17,8 @@ from eca_timm.eca_mobilenetv2 import EcaInvertedResidual
 from eca_timm.eca import EcaLayer
 from eca_timm.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
 from eca_timm.fused import bn_eca_residual, conv_input_mean
-
-SMALL = dict(layers=(1, 1, 1, 1), channels=(8, 16, 24, 32), stem_width=8, num_classes=5, eca_kernel_sizes=(1, 3, 5, 3))
-
-
-def ref_eca(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The official ECA layer: x * sigmoid(conv1d(mean_hw(x))) with a zero-padded [1, 1, k] conv."""
-    k = weight.shape[-1]
-    y = F.conv1d(x.mean(dim=(2, 3)).unsqueeze(1), weight, padding=(k - 1) // 2)
-    return x * torch.sigmoid(y).squeeze(1)[:, :, None, None]
-
-
-class RefEca(nn.Module):
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ref_eca(x, self.weight)
-
-
-def _ref_resnet(model: EcaResNet, plain_block: type, drop_path_rate: float = 0.) -> EcaResNet:
-    """``model``'s weights in timm's unfused block with the reference ECA at ``.se``."""
-    ref = EcaResNet(block=plain_block, **{**SMALL, 'eca_kernel_sizes': model.eca_kernel_sizes},
-                    drop_path_rate=drop_path_rate)
-    ref.load_state_dict(model.state_dict())
-    for stage in (ref.layer1, ref.layer2, ref.layer3, ref.layer4):
-        for blk in stage:
-            blk.se = RefEca(blk.se.conv.weight)
-    return ref
-
-
-def _randomize_bn(model: nn.Module) -> None:
-    """Non-trivial BatchNorm affine parameters and running stats, so the recompute path is exercised."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
-def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-
-
-def _run(model, x, seed=0):
-    x = x.clone().requires_grad_()
-    torch.manual_seed(seed)
-    out = model(x)
-    out.backward(torch.ones_like(out) / out.numel() + out.detach())
-    # one naming for all: the reference's `.se.weight` is the model's `.se.conv.weight`; no torch.compile prefix
-    grads = {n.replace('_orig_mod.', '').replace('.se.weight', '.se.conv.weight'): p.grad
-             for n, p in model.named_parameters()}
-    return out, x.grad, grads
-
-
-def _assert_close(fast, ref, tol):
-    out, x_grad, grads = fast
-    r_out, r_x_grad, r_grads = ref
-    assert _max_rel(out, r_out) < tol
-    assert _max_rel(x_grad, r_x_grad) < tol
-    assert grads.keys() == r_grads.keys()
-    for name in grads:
-        assert _max_rel(grads[name], r_grads[name]) < tol, name
+from fused_reference import (SMALL, RefEca, assert_close, flat, max_rel, randomize_bn, ref_inverted_residual, ref_resnet,
+                             run, saved_bytes)
 
 
 @pytest.mark.parametrize('block', [EcaBasicBlock, EcaBottleneck])
@@ -92,15 +27,15 @@ def _assert_close(fast, ref, tol):
 def test_resnet_matches_reference(block, training, channels_last):
     torch.manual_seed(0)
     model = EcaResNet(block=block, drop_path_rate=0.2, **SMALL).double()
-    _randomize_bn(model)
-    ref = _ref_resnet(model, block.__bases__[0], drop_path_rate=0.2).double()
+    randomize_bn(model)
+    ref = ref_resnet(model, block.__bases__[0], drop_path_rate=0.2).double()
     x = torch.randn(3, 3, 32, 32, dtype=torch.double)
     if channels_last:
         model, ref, x = (t.to(memory_format=torch.channels_last) for t in (model, ref, x))
     model.train(training)
     ref.train(training)
     # float64 shows the same math (drop path included, same random draws); the stats match too
-    _assert_close(_run(model, x), _run(ref, x), 1e-10)
+    assert_close(run(model, x), run(ref, x), 1e-10)
     ref_buffers = dict(ref.named_buffers())
     for name, buf in model.named_buffers():
         torch.testing.assert_close(buf, ref_buffers[name], rtol=1e-12, atol=1e-12)
@@ -111,43 +46,31 @@ def test_resnet_matches_reference(block, training, channels_last):
 def test_resnet_fp32_within_1e5(block, training):
     torch.manual_seed(0)
     model = EcaResNet(block=block, **SMALL).train(training)
-    _randomize_bn(model)
-    ref = _ref_resnet(model, block.__bases__[0]).train(training)
+    randomize_bn(model)
+    ref = ref_resnet(model, block.__bases__[0]).train(training)
     x = torch.randn(2, 3, 64, 64)
-    _assert_close(_run(model, x), _run(ref, x), 1e-5)
+    assert_close(run(model, x), run(ref, x), 1e-5)
     with torch.inference_mode():  # the in-place no-grad path
-        assert _max_rel(model(x), ref(x)) < 1e-5
+        assert max_rel(model(x), ref(x)) < 1e-5
 
 
 def test_resnet_bf16_autocast_matches_reference():
     torch.manual_seed(0)
     model = EcaResNet(block=EcaBottleneck, **SMALL).eval()  # running stats: no tiny-batch statistics to amplify
-    _randomize_bn(model)
-    ref = _ref_resnet(model, Bottleneck).eval()
+    randomize_bn(model)
+    ref = ref_resnet(model, Bottleneck).eval()
     x = torch.randn(2, 3, 32, 32)
-    exact = _run(copy.deepcopy(ref), x)
+    exact = run(copy.deepcopy(ref), x)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        fast, slow = _run(model, x), _run(ref, x)
+        fast, slow = run(model, x), run(ref, x)
     assert fast[0].dtype == torch.bfloat16
     # as close to the fp32 result as the plain bf16 computation is (rounding differs per tensor, so compare the
     # spread over the output and all gradients, not tensor by tensor)
-    fast_err = [_max_rel(a, b) for a, b in zip(_flat(fast), _flat(exact))]
-    slow_err = [_max_rel(a, b) for a, b in zip(_flat(slow), _flat(exact))]
+    fast_err = [max_rel(a, b) for a, b in zip(flat(fast), flat(exact))]
+    slow_err = [max_rel(a, b) for a, b in zip(flat(slow), flat(exact))]
     assert fast_err[0] < 0.02  # the output
     assert max(fast_err) <= 1.5 * max(slow_err)
     assert statistics.median(fast_err) <= 1.5 * statistics.median(slow_err)
-
-
-def _flat(result):
-    out, x_grad, grads = result
-    return [out, x_grad, *grads.values()]
-
-
-def _ref_inverted_residual(blk: EcaInvertedResidual, x: torch.Tensor) -> torch.Tensor:
-    """The official block order: projection BN, then ECA, then the residual add."""
-    y = blk.bn3(blk.conv_pwl(blk.bn2(blk.conv_dw(blk.bn1(blk.conv_pw(x))))))
-    y = ref_eca(y, blk.eca.conv.weight)
-    return y + x if blk.has_skip else y
 
 
 @pytest.mark.parametrize('in_chs,out_chs,stride,exp', [(8, 8, 1, 6.), (8, 16, 2, 6.), (8, 8, 1, 1.)],
@@ -156,33 +79,19 @@ def _ref_inverted_residual(blk: EcaInvertedResidual, x: torch.Tensor) -> torch.T
 def test_inverted_residual_matches_reference(in_chs, out_chs, stride, exp, training):
     torch.manual_seed(0)
     blk = EcaInvertedResidual(in_chs, out_chs, stride=stride, exp_ratio=exp, eca_kernel_size=3).double()
-    _randomize_bn(blk)
+    randomize_bn(blk)
     ref = copy.deepcopy(blk)
     blk.train(training)
     ref.train(training)
     x = torch.randn(2, in_chs, 8, 8, dtype=torch.double)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out, r_out = blk(x1), _ref_inverted_residual(ref, x2)
+    out, r_out = blk(x1), ref_inverted_residual(ref, x2)
     out.backward(r_out.detach())
     r_out.backward(r_out.detach())
-    assert _max_rel(out, r_out) < 1e-10
-    assert _max_rel(x1.grad, x2.grad) < 1e-10
+    assert max_rel(out, r_out) < 1e-10
+    assert max_rel(x1.grad, x2.grad) < 1e-10
     for (name, p), r_p in zip(blk.named_parameters(), ref.parameters()):
-        assert _max_rel(p.grad, r_p.grad) < 1e-10, name
-
-
-def _saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of distinct activation storages (not parameters) autograd keeps for backward after one forward."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(storages.values())
+        assert max_rel(p.grad, r_p.grad) < 1e-10, name
 
 
 def test_fused_block_keeps_no_more_than_plain_block():
@@ -192,7 +101,7 @@ def test_fused_block_keeps_no_more_than_plain_block():
     plain = timm.create_model('resnet50', layers=(1, 1, 1, 1), num_classes=5)
     fused = EcaResNet(block=EcaBottleneck, layers=(1, 1, 1, 1), num_classes=5)
     unfused = EcaResNet(block=Bottleneck, layers=(1, 1, 1, 1), num_classes=5)
-    plain_bytes, fused_bytes, unfused_bytes = (_saved_bytes(m, x) for m in (plain, fused, unfused))
+    plain_bytes, fused_bytes, unfused_bytes = (saved_bytes(m, x) for m in (plain, fused, unfused))
     assert fused_bytes <= plain_bytes * 1.03  # only [B, C] and [C] vectors on top (the issue's memory target)
     assert unfused_bytes > plain_bytes * 1.1
 
@@ -208,7 +117,7 @@ def test_state_dict_keys_match_timm_blocks():
 
 def test_torchscript_matches_eager():
     model = EcaResNet(block=EcaBottleneck, **SMALL).eval()
-    _randomize_bn(model)
+    randomize_bn(model)
     scripted = torch.jit.script(model)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(scripted(x), model(x))
@@ -218,7 +127,7 @@ def test_torchscript_matches_eager():
     # 64x64 so that layer4's training-mode BatchNorm normalizes over more than 2 values (at 32x32 fp32 itself,
     # the plain reference included, is only good to ~1e-4 there against float64).
     x = torch.randn(2, 3, 64, 64)
-    _assert_close(_run(scripted, x), _run(model, x), 1e-5)
+    assert_close(run(scripted, x), run(model, x), 1e-5)
 
 
 @pytest.mark.parametrize('name', ['eca_resnet18', 'eca_mobilenetv2'])
@@ -236,20 +145,20 @@ def test_fx_features_match_eager(name):
 def test_compile_has_no_graph_break_and_matches_eager():
     torch.manual_seed(0)
     model = EcaResNet(block=EcaBottleneck, drop_path_rate=0.2, **SMALL).double()
-    _randomize_bn(model)
-    ref = _ref_resnet(model, Bottleneck, drop_path_rate=0.2).double()
+    randomize_bn(model)
+    ref = ref_resnet(model, Bottleneck, drop_path_rate=0.2).double()
     x = torch.randn(2, 3, 32, 32, dtype=torch.double)
     explained = torch._dynamo.explain(copy.deepcopy(model))(x)
     assert explained.graph_break_count == 0, explained.break_reasons
     compiled = torch.compile(model, backend='aot_eager', fullgraph=True)  # traced fwd + bwd graphs, no codegen
-    _assert_close(_run(compiled, x), _run(ref, x), 1e-10)
+    assert_close(run(compiled, x), run(ref, x), 1e-10)
 
 
 def test_inductor_compiled_block_matches_reference():
     torch.manual_seed(0)
     blk = EcaBottleneck(16, 4)
     blk.se = eca_timm.EcaLayer(16, kernel_size=3)
-    _randomize_bn(blk)
+    randomize_bn(blk)
     ref = copy.deepcopy(blk)
     ref.forward = Bottleneck.forward.__get__(ref)
     ref.se = RefEca(blk.se.conv.weight)
@@ -259,9 +168,9 @@ def test_inductor_compiled_block_matches_reference():
     out, r_out = compiled(x1), ref(x2)
     out.sum().backward()
     r_out.sum().backward()
-    assert _max_rel(out, r_out) < 1e-5
-    assert _max_rel(x1.grad, x2.grad) < 1e-5
-    assert _max_rel(blk.se.conv.weight.grad, ref.se.weight.grad) < 1e-5
+    assert max_rel(out, r_out) < 1e-5
+    assert max_rel(x1.grad, x2.grad) < 1e-5
+    assert max_rel(blk.se.conv.weight.grad, ref.se.weight.grad) < 1e-5
 
 
 @pytest.mark.parametrize('training', [True, False], ids=['train', 'eval'])
@@ -271,7 +180,7 @@ def test_pooling_through_pointwise_conv_matches_reference(training, channels_las
     values and gradients, float64."""
     torch.manual_seed(0)
     conv, bn, eca = nn.Conv2d(6, 24, 1, bias=False).double(), nn.BatchNorm2d(24).double(), EcaLayer(24, 5).double()
-    _randomize_bn(bn)
+    randomize_bn(bn)
     r_conv, r_bn, r_eca = copy.deepcopy(conv), copy.deepcopy(bn), RefEca(eca.conv.weight)
     for m in (bn, r_bn):
         m.train(training)
@@ -285,11 +194,11 @@ def test_pooling_through_pointwise_conv_matches_reference(training, channels_las
     r_out = shortcut + r_eca(r_bn(r_conv(z2)))
     out.backward(r_out.detach())
     r_out.backward(r_out.detach())
-    assert _max_rel(out, r_out) < 1e-10
-    assert _max_rel(z1.grad, z2.grad) < 1e-10
+    assert max_rel(out, r_out) < 1e-10
+    assert max_rel(z1.grad, z2.grad) < 1e-10
     for p, r_p in zip([*conv.parameters(), *bn.parameters(), eca.conv.weight], [*r_conv.parameters(),
                                                                                  *r_bn.parameters(), r_eca.weight]):
-        assert _max_rel(p.grad, r_p.grad) < 1e-10
+        assert max_rel(p.grad, r_p.grad) < 1e-10
     torch.testing.assert_close(bn.running_mean, r_bn.running_mean, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(bn.running_var, r_bn.running_var, rtol=1e-12, atol=1e-12)
 
@@ -323,7 +232,7 @@ def test_closed_form_backward_for_batch_norm_variants(bn_kwargs, training):
     torch.manual_seed(0)
     bn, eca = nn.BatchNorm2d(12, **bn_kwargs).double().train(training), EcaLayer(12, 3).double()
     if bn.affine and bn.track_running_stats:
-        _randomize_bn(bn)
+        randomize_bn(bn)
     elif bn.track_running_stats:
         with torch.no_grad():
             bn.running_mean.uniform_(-0.2, 0.2)
@@ -336,9 +245,9 @@ def test_closed_form_backward_for_batch_norm_variants(bn_kwargs, training):
         out, r_out = bn_eca_residual(c1 * 1, bn, eca, s1), s2 + r_eca(r_bn(c2 * 1))
         out.backward(r_out.detach())
         r_out.backward(r_out.detach())
-        assert _max_rel(out, r_out) < 1e-10
+        assert max_rel(out, r_out) < 1e-10
     for a, b in [(c1.grad, c2.grad), (s1.grad, s2.grad), (eca.conv.weight.grad, r_eca.weight.grad),
                  *zip([p.grad for p in bn.parameters()], [p.grad for p in r_bn.parameters()])]:
-        assert _max_rel(a, b) < 1e-10
+        assert max_rel(a, b) < 1e-10
     for a, b in zip(bn.buffers(), r_bn.buffers()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,83 @@
+"""The Triton kernels of the fused ECA step as ``torch.library`` custom ops, with fake kernels and autograd.
+
+``torch.ops.eca_timm.bn_eca_residual`` and its backward are single ops to torch.compile: no graph break, and
+inductor plans memory around them as around any aten op. Imported by ``fused`` only where Triton is available.
+"""
+from typing import Any, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import fused_triton
+
+__all__ = ['bn_eca_residual', 'bn_eca_residual_backward']
+
+
+def _acc(c: Tensor) -> torch.dtype:
+    return torch.float64 if c.dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op('eca_timm::bn_eca_residual', mutates_args=())
+def bn_eca_residual(c: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eca_weight: Tensor,
+                    shortcut: Optional[Tensor], mask: Optional[Tensor], mean: Optional[Tensor],
+                    var: Optional[Tensor], eps: float, relu: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``relu?(shortcut + eca(bn(c)) * mask)`` with BatchNorm's ``mean``/``var``, or the batch's when None.
+
+    Returns the output, ``c``'s centered spatial means [B, C], and the batch mean and biased variance [C] (empty
+    when ``mean``/``var`` were given).
+    """
+    return fused_triton.forward(c, weight, bias, eca_weight, shortcut, mask, mean, var, eps, relu)
+
+
+@bn_eca_residual.register_fake
+def _(c, weight, bias, eca_weight, shortcut, mask, mean, var, eps, relu):
+    n = c.shape[1] if mean is None else 0
+    acc = _acc(c)
+    return torch.empty_like(c), c.new_empty(c.shape[:2], dtype=acc), c.new_empty(n, dtype=acc), \
+        c.new_empty(n, dtype=acc)
+
+
+@torch.library.custom_op('eca_timm::bn_eca_residual_backward', mutates_args=())
+def bn_eca_residual_backward(grad: Tensor, out: Optional[Tensor], c: Tensor, centered: Tensor, mean: Tensor,
+                             var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eca_weight: Tensor,
+                             mask: Optional[Tensor], eps: float, batch_stats: bool
+                             ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(d_c, g, d_weight, d_bias, d_eca)``; ``g = grad * (out > 0)`` is the shortcut's gradient after a ReLU
+    (empty when ``out`` is None); ``d_weight``/``d_bias`` are empty without weight/bias."""
+    d_c, g, d_weight, d_bias, d_eca = fused_triton.backward(
+        grad, out, c, centered, mean, var, weight, bias, eca_weight, mask, eps, batch_stats)
+    def present(t: Optional[Tensor]) -> Tensor:  # an empty tensor for a missing output (outputs must not alias)
+        return centered.new_empty(0, dtype=c.dtype if t is g else centered.dtype) if t is None else t
+    return d_c, present(g), present(d_weight), present(d_bias), d_eca
+
+
+@bn_eca_residual_backward.register_fake
+def _(grad, out, c, centered, mean, var, weight, bias, eca_weight, mask, eps, batch_stats):
+    acc = _acc(c)
+    return (torch.empty_like(c), torch.empty_like(c) if out is not None else c.new_empty(0, dtype=c.dtype),
+            c.new_empty(c.shape[1] if weight is not None else 0, dtype=acc),
+            c.new_empty(c.shape[1] if bias is not None else 0, dtype=acc), c.new_empty(eca_weight.numel(), dtype=acc))
+
+
+def _setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]) -> None:
+    c, weight, bias, eca_weight, shortcut, mask, mean, var, eps, relu = inputs
+    out, centered, batch_mean, batch_var = output
+    batch_stats = mean is None
+    ctx.mark_non_differentiable(centered, batch_mean, batch_var)
+    ctx.save_for_backward(c, weight, bias, eca_weight, mask, centered, batch_mean if batch_stats else mean,
+                          batch_var if batch_stats else var, out if relu else None)
+    ctx.eps, ctx.batch_stats, ctx.has_shortcut = eps, batch_stats, shortcut is not None
+
+
+def _backward(ctx: Any, grad: Tensor, *_: Any) -> Tuple[Optional[Tensor], ...]:
+    c, weight, bias, eca_weight, mask, centered, mean, var, out = ctx.saved_tensors
+    d_c, g, d_weight, d_bias, d_eca = bn_eca_residual_backward(
+        grad, out, c, centered, mean, var, weight, bias, eca_weight, mask, ctx.eps, ctx.batch_stats)
+    d_shortcut = None
+    if ctx.has_shortcut:
+        d_shortcut = grad if out is None else g
+    return (d_c, None if weight is None else d_weight.to(weight.dtype), None if bias is None else d_bias.to(bias.dtype),
+            d_eca.view(eca_weight.shape).to(eca_weight.dtype), d_shortcut, None, None, None, None, None)
+
+
+bn_eca_residual.register_autograd(_backward, setup_context=_setup_context)
