@@ -45,10 +45,21 @@ PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 CLOCKS = ('wall', 'cpu')
 
 
+def _benchmark_module() -> Any:
+    """``torch.utils.benchmark``, imported on use and without the warning its import logs where CUDA is missing
+    (it would show in every command, and between bench's progress lines)."""
+    cpp_logger = logging.getLogger('torch.utils.cpp_extension')
+    level = cpp_logger.level
+    cpp_logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.benchmark as benchmark
+    finally:
+        cpp_logger.setLevel(level)
+    return benchmark
+
+
 def _clock(name: str) -> Callable[[], float]:
-    # torch.utils.benchmark is imported on use: importing it warns on machines without CUDA, in every command.
-    from torch.utils.benchmark.utils.timer import timer as benchmark_timer
-    return benchmark_timer if name == 'wall' else time.process_time
+    return _benchmark_module().utils.timer.timer if name == 'wall' else time.process_time
 
 
 def _timm_eca_resnet(name: str, **kwargs: Any) -> nn.Module:
@@ -116,6 +127,9 @@ def _peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
+    # Kineto (the profiler's backend) prints profiler_start/stop lines and, without a GPU, a device-count error
+    # unless its log level is set before its first use; a user's own KINETO_LOG_LEVEL wins.
+    os.environ.setdefault('KINETO_LOG_LEVEL', '6')
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     with tempfile.TemporaryDirectory() as d:
@@ -208,7 +222,7 @@ def run_benchmark(
 
 def _bench_setting(constructors, reference, phase, mode, autocast, dev, batch_size, img_size, rounds,
                    min_run_time, warmup, clock, setting) -> List[Dict[str, Any]]:
-    from torch.utils.benchmark import Timer
+    Timer = _benchmark_module().Timer
     memory_format = torch.channels_last if mode in ('channels_last', 'compile') else torch.contiguous_format
     x = torch.randn(batch_size, 3, img_size, img_size, device=dev).to(memory_format=memory_format)
     steps = {}

@@ -1,5 +1,8 @@
 """``eca-timm bench``: a tiny run through the CLI writes the JSON and table; bad input fails clearly."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -45,3 +48,18 @@ def test_bench_rejects_bad_input():
         run_benchmark('eca_resnet18', include=['seresnet99'])
     with pytest.raises(ValueError, match="clock='cpu' times this process's CPU work"):
         run_benchmark('eca_resnet18', device='meta', clock='cpu')
+
+
+def test_bench_output_is_progress_and_table_only(tmp_path):
+    """No profiler or CUDA-probe lines from torch's native code between the progress lines and the table."""
+    env = {k: v for k, v in os.environ.items() if k != 'KINETO_LOG_LEVEL'}
+    proc = subprocess.run(
+        [sys.executable, '-m', 'eca_timm.cli', 'bench', '--model', 'eca_resnet18', '--include', 'eca_resnet18',
+         '--phases', 'infer', '--modes', 'eager', '--batch-size', '1', '--img-size', '32', '--rounds', '1',
+         '--min-run-time', '0.01', '--warmup', '1', '--threads', '1'],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    lines = proc.stdout.splitlines()
+    expected = ('setting ', '  warmed up ', '  round 1/1: ', '| ', '|---')
+    assert lines and [line for line in lines if not line.startswith(expected)] == []
+    assert sum(line.startswith('| infer | eager | fp32 |') for line in lines) == 2
