@@ -320,7 +320,14 @@ def _tile(C: int, HW: int, channels_inner: bool) -> Tuple[int, int]:
     return min(triton.next_power_of_2(C), max(1, 2048 // block_hw)), block_hw
 
 
-_BLOCK_B, _BLOCK_C = 16, 32  # [B, C] tiles
+# [B, C] tiles: per-(sample, channel) kernels run a program per tile; per-channel kernels loop over the samples in
+# tall tiles, so that few iterations cover a batch of 256 (there are only C / 16 such programs).
+_SAMPLE_TILE = (16, 32)
+_CHANNEL_TILE = (64, 16)
+
+
+def _bc_tile(B: int, tile: Tuple[int, int]) -> Tuple[int, int]:
+    return min(tile[0], triton.next_power_of_2(B)), tile[1]
 
 
 def _vec_or(t: Optional[torch.Tensor], dummy: torch.Tensor) -> torch.Tensor:
@@ -349,15 +356,17 @@ def forward(c: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torc
     if batch_stats:
         mean = torch.empty(C, device=c.device, dtype=acc)
         var = torch.empty(C, device=c.device, dtype=acc)
-        _channel_stats_kernel[(triton.cdiv(C, _BLOCK_C),)](
-            mean_bc, m2_bc, mean, var, B, C, HW, ACC=ACC, BLOCK_B=_BLOCK_B, BLOCK_C=_BLOCK_C)
+        block_b, block_cc = _bc_tile(B, _CHANNEL_TILE)
+        _channel_stats_kernel[(triton.cdiv(C, block_cc),)](
+            mean_bc, m2_bc, mean, var, B, C, HW, ACC=ACC, BLOCK_B=block_b, BLOCK_C=block_cc)
     a = torch.empty(B, C, device=c.device, dtype=acc)
     d = torch.empty_like(a)
     centered = torch.empty_like(a)
-    _gate_kernel[(triton.cdiv(B, _BLOCK_B), triton.cdiv(C, _BLOCK_C))](
+    block_b, block_cc = _bc_tile(B, _SAMPLE_TILE)
+    _gate_kernel[(triton.cdiv(B, block_b), triton.cdiv(C, block_cc))](
         mean_bc, mean, var, _vec_or(weight, mean), _vec_or(bias, mean), eca_weight, _vec_or(mask, mean), a, d,
         centered, B, C, eps, HAS_W=weight is not None, HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
-        K=eca_weight.numel(), ACC=ACC, BLOCK_B=_BLOCK_B, BLOCK_C=_BLOCK_C)
+        K=eca_weight.numel(), ACC=ACC, BLOCK_B=block_b, BLOCK_C=block_cc)
     out = torch.empty_like(c)
     if shortcut is not None:
         shortcut, (ssb, ssc, sshw) = _strides(shortcut, c)
@@ -398,25 +407,26 @@ def backward(grad: torch.Tensor, out: Optional[torch.Tensor], c: torch.Tensor, c
         grad, _vec_or(out, c), c, mean, _vec_or(g, c), total, dot, C, HW, sgb, sgc, sghw, sob, soc, sohw,
         scb, scc, schw, RELU=relu, ACC=ACC, BLOCK_C=block_c, BLOCK_HW=block_hw)
     mean_bc = centered + mean  # the gate recomputation reads the plain means
-    grid = (triton.cdiv(B, _BLOCK_B), triton.cdiv(C, _BLOCK_C))
+    block_b, block_cc = _bc_tile(B, _SAMPLE_TILE)
+    grid = (triton.cdiv(B, block_b), triton.cdiv(C, block_cc))
     gate = torch.empty_like(total)
     d_conv = torch.empty_like(total)
     K = eca_weight.numel()
     d_eca_parts = torch.empty(grid[0] * grid[1], K, device=c.device, dtype=acc)
-    flags = dict(HAS_W=weight is not None, HAS_BIAS=bias is not None, K=K, ACC=ACC, BLOCK_B=_BLOCK_B,
-                 BLOCK_C=_BLOCK_C)
+    flags = dict(HAS_W=weight is not None, HAS_BIAS=bias is not None, K=K, ACC=ACC)
     _gate_backward_kernel[grid](
         mean_bc, mean, var, _vec_or(weight, mean), _vec_or(bias, mean), eca_weight, _vec_or(mask, mean), total, dot,
-        gate, d_conv, d_eca_parts, B, C, eps, HAS_MASK=mask is not None, **flags)
+        gate, d_conv, d_eca_parts, B, C, eps, HAS_MASK=mask is not None, BLOCK_B=block_b, BLOCK_C=block_cc, **flags)
     alpha = torch.empty_like(total)
     offset = torch.empty_like(total)
     beta = torch.empty(C, device=c.device, dtype=acc)
     d_weight = torch.empty(C, device=c.device, dtype=acc) if weight is not None else None
     d_bias = torch.empty(C, device=c.device, dtype=acc) if bias is not None else None
-    _channel_backward_kernel[(triton.cdiv(C, _BLOCK_C),)](
+    block_b, block_cc = _bc_tile(B, _CHANNEL_TILE)
+    _channel_backward_kernel[(triton.cdiv(C, block_cc),)](
         centered, mean, var, _vec_or(weight, mean), _vec_or(bias, mean), eca_weight, total, dot, gate, d_conv, alpha,
         offset, beta, _vec_or(d_weight, beta), _vec_or(d_bias, beta), B, C, HW, eps, BATCH_STATS=batch_stats,
-        **flags)
+        BLOCK_B=block_b, BLOCK_C=block_cc, **flags)
     d_c = torch.empty_like(c)
     x, (sxb, sxc, sxhw) = (g, (scb, scc, schw)) if relu else (grad, (sgb, sgc, sghw))
     # d_c = alpha * x + offset (+ beta * c), written in c's layout

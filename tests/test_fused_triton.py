@@ -5,6 +5,7 @@ On CUDA they run as compiled kernels; elsewhere in Triton's interpreter (``TRITO
 which here has float64, float32 and float16 but no bfloat16.
 """
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -100,13 +101,14 @@ def test_inverted_residual_matches_reference(in_chs, out_chs, stride, exp, train
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize('shape,k', [((20, 40, 17, 23), 7), ((3, 70, 1, 1), 3), ((5, 9, 12, 12), 1)],
+@pytest.mark.parametrize('shape,k', [((20, 40, 17, 23), 7), ((70, 70, 1, 1), 3), ((5, 9, 12, 12), 1)],
                          ids=['many-chunks', '1x1', 'k1'])
 @pytest.mark.parametrize('relu,with_shortcut', [(True, True), (False, True), (False, False)],
                          ids=['relu-shortcut', 'shortcut', 'plain'])
 @pytest.mark.parametrize('channels_last', [False, True], ids=['nchw', 'channels_last'])
 def test_op_shapes_layouts_and_relu(shape, k, relu, with_shortcut, channels_last):
-    """Shapes that take several chunks per plane, several sample tiles and channel blocks, 1x1 planes and k=1;
+    """Shapes that take several chunks per plane, several sample tiles and channel blocks (and more samples than a
+    per-channel tile), 1x1 planes and k=1;
     the gradient reaching the step in another layout than its input (as after a reshape)."""
     torch.manual_seed(0)
     bn, eca = nn.BatchNorm2d(shape[1]).train(), EcaLayer(shape[1], k)
@@ -311,3 +313,20 @@ def test_flat_layouts_of_the_kernels():
     assert _flat_strides(t.to(memory_format=torch.channels_last)) == (60, 1, 3)
     assert _flat_strides(t.transpose(2, 3)) is None
     assert _flat_strides(torch.empty(2, 3, 1, 1).expand(2, 3, 4, 5)) == (3, 1, 0)
+
+
+def test_kernels_compile_for_nvidia_gpus_with_wide_loads():
+    """Every kernel compiles to cubin for sm_90 (H100/H200) and sm_80 (A100) with bf16 activations, no GPU needed,
+    and the full-size passes read and write with 128-bit accesses in both layouts (tests/triton_aot.py)."""
+    from triton_aot import KERNELS
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    script = os.path.join(os.path.dirname(__file__), 'triton_aot.py')
+    proc = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert {r['kernel'] for r in rows} == {k.__name__ for k, *_ in KERNELS} and {r['arch'] for r in rows} == {80, 90}
+    for r in rows:
+        if r['kernel'] in ('_plane_stats_kernel', '_affine_kernel', '_grad_sums_kernel'):
+            assert r['ld_v4'] >= 2, r
+        if r['kernel'] in ('_affine_kernel', '_grad_sums_kernel'):
+            assert r['st_v4'] >= 2, r
