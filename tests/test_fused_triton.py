@@ -242,6 +242,27 @@ def test_compile_keeps_the_ops_whole_and_matches_eager():
     assert_close(run(compiled, x), run(ref, x), 1e-10)
 
 
+def test_inductor_compiled_block_matches_reference():
+    """Inductor (timm's --torchcompile) calls the op as an extern kernel, trusting the fake kernel's strides."""
+    torch.manual_seed(0)
+    blk = EcaBottleneck(16, 4, drop_path=None)
+    blk.se = EcaLayer(16, kernel_size=5)
+    randomize_bn(blk)
+    ref = copy.deepcopy(blk)
+    ref.forward = Bottleneck.forward.__get__(ref)
+    ref.se = RefEca(blk.se.conv.weight)
+    blk, ref, x = _to(blk, ref, torch.randn(3, 16, 8, 8), channels_last=True)
+    compiled = torch.compile(blk, fullgraph=True)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, r_out = compiled(x1), ref(x2)
+    out.backward(r_out.detach())
+    r_out.backward(r_out.detach())
+    assert max_rel(out, r_out) < 1e-10
+    assert max_rel(x1.grad, x2.grad) < 1e-10
+    for (name, p), r_p in zip(blk.named_parameters(), ref.parameters()):
+        assert max_rel(p.grad, r_p.grad) < 1e-10, name
+
+
 def test_opcheck_fake_kernel_and_autograd_registration():
     """torch.library.opcheck: schema, fake (meta) kernel, autograd registration and AOT dispatch agree with the op."""
     torch.manual_seed(0)
