@@ -30,8 +30,8 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from ._io import atomic_write
-from ._build import RELEASED_KERNEL_SIZES
-from .eca_resnet import ECA_RESNET_ARCHS, EcaResNet
+from .models import RELEASED_KERNEL_SIZES, EcaResNet
+from .models.eca_resnet import ECA_RESNET_ARCHS
 
 __all__ = ['comparison_models', 'run_benchmark', 'format_table']
 

@@ -3,10 +3,12 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import bench, convert, hub, model_table, quickstart, run, study
+from . import bench, model_table
 from .detection import command as detection_command
+from .train import quickstart, run, study
+from .weights import convert, publish
 
-COMMANDS = (model_table, run, study, quickstart, convert, hub, bench, detection_command)
+COMMANDS = (model_table, run, study, quickstart, convert, publish, bench, detection_command)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

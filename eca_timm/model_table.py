@@ -7,12 +7,13 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models import MODEL_MODULES
+
 __all__ = ['model_names', 'model_info', 'format_table']
 
 
 def model_names() -> List[str]:
     """The models this plugin registers with timm."""
-    from . import MODEL_MODULES
     return timm.list_models(module=list(MODEL_MODULES))
 
 

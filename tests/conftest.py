@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from eca_timm.run import SCRIPTS_HINT, find_scripts_dir  # noqa: E402
+from eca_timm.train.run import SCRIPTS_HINT, find_scripts_dir  # noqa: E402
 
 
 @pytest.fixture(scope='session')

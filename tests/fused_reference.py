@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eca_timm.eca_mobilenetv2 import EcaInvertedResidual
-from eca_timm.eca_resnet import EcaResNet
+from eca_timm.models.eca_mobilenetv2 import EcaInvertedResidual
+from eca_timm.models.eca_resnet import EcaResNet
 
 SMALL = dict(layers=(1, 1, 1, 1), channels=(8, 16, 24, 32), stem_width=8, num_classes=5, eca_kernel_sizes=(1, 3, 5, 3))
 

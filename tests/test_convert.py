@@ -10,9 +10,10 @@ import torchvision
 from safetensors.torch import load_file
 
 import eca_timm  # noqa: F401  (registers the models)
-from eca_timm import hub
+from eca_timm.models import _pretrained
+from eca_timm.weights import convert as convert_mod
 from eca_timm.cli import main
-from eca_timm.convert import CheckpointMismatchError
+from eca_timm.models import CheckpointMismatchError
 from official_eca import OfficialEcaMobileNetV2, official_resnet, randomize_, save_official
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -116,7 +117,7 @@ def test_plain_torchvision_resnet_keeps_eca_init(tmp_path, caplog):
     torch.manual_seed(0)
     init = timm.create_model('eca_resnet18').state_dict()
     torch.manual_seed(0)
-    with caplog.at_level(logging.INFO, logger='eca_timm.convert'):
+    with caplog.at_level(logging.INFO, logger='eca_timm.models._state_dict'):
         model = timm.create_model('eca_resnet18', pretrained=True, pretrained_cfg_overlay=dict(file=str(src)))
     loaded = model.state_dict()
     eca = [k for k in loaded if '.se.' in k]
@@ -150,9 +151,9 @@ def test_convert_refuses_overwrite_and_checks_sha256(official18, tmp_path, monke
     with pytest.raises(FileExistsError, match='--force'):
         main(['convert', str(path), '--model', 'eca_resnet18', '--out', str(out)])
     assert (out / 'keep.txt').exists()
-    entry = dict(hub.manifest_entry('eca_resnet18.official_in1k'))
+    entry = dict(_pretrained.manifest_entry('eca_resnet18.official_in1k'))
     entry['source'] = dict(entry['source'], sha256='0' * 64)
-    monkeypatch.setattr(hub, 'manifest_entry', lambda tag: entry)
+    monkeypatch.setattr(convert_mod, 'manifest_entry', lambda tag: entry)
     with pytest.raises(CheckpointMismatchError, match='sha256 .* differs from 0{64}'):
         main(['convert', str(path), '--model', 'eca_resnet18', '--out', str(out), '--force'])
     assert (out / 'keep.txt').exists()

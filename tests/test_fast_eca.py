@@ -13,10 +13,10 @@ from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 import eca_timm  # noqa: F401  (registers the models)
-from eca_timm.eca_mobilenetv2 import EcaInvertedResidual
-from eca_timm.eca import EcaLayer
-from eca_timm.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
-from eca_timm.fused import bn_eca_residual, conv_input_mean
+from eca_timm.models.eca_mobilenetv2 import EcaInvertedResidual
+from eca_timm.layers.eca import EcaLayer
+from eca_timm.models.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
+from eca_timm.layers.fused import bn_eca_residual, conv_input_mean
 from fused_reference import (SMALL, RefEca, assert_close, flat, max_rel, randomize_bn, ref_inverted_residual, ref_resnet,
                              run, saved_bytes)
 

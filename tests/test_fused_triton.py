@@ -17,11 +17,11 @@ from timm.models.resnet import Bottleneck
 from torch import nn
 
 import eca_timm  # noqa: F401  (registers the models)
-from eca_timm import fused
-from eca_timm.eca import EcaLayer
-from eca_timm.eca_mobilenetv2 import EcaInvertedResidual
-from eca_timm.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
-from eca_timm.fused import bn_eca_residual, fused_backend
+from eca_timm.layers import fused
+from eca_timm.layers.eca import EcaLayer
+from eca_timm.models.eca_mobilenetv2 import EcaInvertedResidual
+from eca_timm.models.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
+from eca_timm.layers.fused import bn_eca_residual, fused_backend
 from fused_reference import (SMALL, RefEca, assert_close, max_rel, randomize_bn, ref_eca, ref_inverted_residual,
                              ref_resnet, run, saved_bytes)
 
@@ -308,7 +308,7 @@ def test_package_runs_without_triton(tmp_path):
     code = (
         "import sys; sys.modules['triton'] = None\n"
         "import torch, timm, eca_timm\n"
-        "from eca_timm import fused\n"
+        "from eca_timm.layers import fused\n"
         "assert not fused.triton_available()\n"
         "try:\n"
         "    fused.set_fused_backend('triton')\n"
@@ -328,7 +328,7 @@ def test_package_runs_without_triton(tmp_path):
 def test_flat_layouts_of_the_kernels():
     """The kernels index [B, C, H, W] by (sample, channel, pixel) strides: NCHW and channels_last flatten, a
     transposed H, W does not (and is copied by the launcher)."""
-    from eca_timm.fused_triton import _flat_strides
+    from eca_timm.layers._triton_launch import _flat_strides
     t = torch.empty(2, 3, 4, 5)
     assert _flat_strides(t) == (60, 20, 1)
     assert _flat_strides(t.to(memory_format=torch.channels_last)) == (60, 1, 3)

@@ -18,7 +18,8 @@ import yaml
 from safetensors.torch import load_file
 
 import eca_timm
-from eca_timm import hub
+from eca_timm.models import _pretrained
+from eca_timm.weights import hub_folder
 from eca_timm.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,12 +73,12 @@ def _train_folder(path: Path, name: str = 'eca_resnet18', num_classes: int = 10,
 
 
 def test_manifest_generates_registry_cfgs():
-    manifest = hub.load_manifest()
+    manifest = _pretrained.load_manifest()
     for name, (top1, top5) in RELEASED_METRICS.items():
         tag = f'{name}.official_in1k'
         cfg = timm.get_pretrained_cfg(tag)
         entry = manifest['weights'][tag]
-        assert cfg.hf_hub_id == f"{os.environ.get(hub.HUB_ORG_ENV) or manifest['org']}/{entry['repo']}"
+        assert cfg.hf_hub_id == f"{os.environ.get(_pretrained.HUB_ORG_ENV) or manifest['org']}/{entry['repo']}"
         assert (entry['metrics']['top1'], entry['metrics']['top5']) == (top1, top5)
         assert f'top-1 {top1:.2f}, top-5 {top5:.2f}' in cfg.description
         assert tag in timm.list_models(name, pretrained=True, include_tags=True)
@@ -208,11 +209,11 @@ def checkout_hub(tmp_path, monkeypatch):
     """A copy of hub/ standing in for the source checkout's, so --record cannot touch the real manifest."""
     checkout = tmp_path / 'checkout-hub'
     shutil.copytree(ROOT / 'hub', checkout)
-    monkeypatch.setattr(hub, '_checkout_hub', lambda: checkout)
-    monkeypatch.setattr(hub, '_hub_data', lambda: checkout)
-    hub.load_manifest.cache_clear()
+    monkeypatch.setattr(hub_folder, '_checkout_hub', lambda: checkout)
+    monkeypatch.setattr(_pretrained, 'hub_data', lambda: checkout)
+    _pretrained.load_manifest.cache_clear()
     yield checkout
-    hub.load_manifest.cache_clear()
+    _pretrained.load_manifest.cache_clear()
 
 
 def test_publish_uploads_through_hfapi(tmp_path, monkeypatch, checkout_hub):
@@ -243,9 +244,9 @@ def test_publish_uploads_through_hfapi(tmp_path, monkeypatch, checkout_hub):
     entry = json.loads((checkout_hub / 'manifest.json').read_text())['weights']['eca_resnet18.c10']
     assert entry['repo'] == 'me/eca_resnet18.c10' and entry['dataset'] == 'cifar10'
     assert (entry['metrics']['top1'], entry['metrics']['top5']) == (61.5, 95.75)
-    cfg = hub.pretrained_cfgs(['eca_resnet18'])['eca_resnet18.c10']
+    cfg = _pretrained.pretrained_cfgs(['eca_resnet18'])['eca_resnet18.c10']
     assert cfg['hf_hub_id'] == 'me/eca_resnet18.c10' and 'top-1 61.50, top-5 95.75' in cfg['description']
-    hub.load_manifest.cache_clear()
+    _pretrained.load_manifest.cache_clear()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['checkout-hub', 'run']
 
 

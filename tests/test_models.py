@@ -54,7 +54,7 @@ def test_eca_resnet50_exact_param_count():
 def test_mobilenetv2_kernel_rule():
     model = timm.create_model('eca_mobilenetv2', device='meta')
     for blk in model.blocks.modules():
-        if isinstance(blk, eca_timm.eca_mobilenetv2.EcaInvertedResidual):
+        if isinstance(blk, eca_timm.models.eca_mobilenetv2.EcaInvertedResidual):
             assert blk.eca.kernel_size == (1 if blk.conv_pwl.out_channels < 96 else 3)
 
 
@@ -214,7 +214,7 @@ def _eca_out_channels(model):
     for mod in model.modules():
         if isinstance(mod, (timm.models.resnet.BasicBlock, timm.models.resnet.Bottleneck)):
             chs.append((mod.bn3 if hasattr(mod, 'bn3') else mod.bn2).num_features)
-        elif isinstance(mod, eca_timm.eca_mobilenetv2.EcaInvertedResidual):
+        elif isinstance(mod, eca_timm.models.eca_mobilenetv2.EcaInvertedResidual):
             chs.append(mod.bn3.num_features)
     return chs
 

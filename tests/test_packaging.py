@@ -17,9 +17,10 @@ CHECK = textwrap.dedent('''
     from pathlib import Path
     import timm
     import eca_timm
-    from eca_timm import cli, hub
-    from eca_timm.quickstart import RECIPE
-    from eca_timm.run import recipe_file
+    from eca_timm import cli
+    from eca_timm.models import _pretrained
+    from eca_timm.train.quickstart import RECIPE
+    from eca_timm.train.run import recipe_file
     site = Path(sys.argv[1]).resolve()
     checkout = Path(sys.argv[2]).resolve()
     assert Path(eca_timm.__file__).resolve().is_relative_to(site), eca_timm.__file__
@@ -32,7 +33,7 @@ CHECK = textwrap.dedent('''
         recipes = sorted(p.name for p in imagenet.glob('*.yaml'))
         out = dict(models=names, quickstart_recipe=str(quickstart_recipe),
                    quickstart_recipe_text=quickstart_recipe.read_text(), imagenet=recipes,
-                   manifest_tags=sorted(hub.load_manifest()['weights']))
+                   manifest_tags=sorted(_pretrained.load_manifest()['weights']))
     print('RESULT ' + json.dumps(out))
 ''')
 

@@ -5,8 +5,8 @@ import pytest
 import timm
 
 from eca_timm import cli
-from eca_timm.quickstart import EXTRA_SCRIPTS, fetch_scripts, quickstart
-from eca_timm.run import SCRIPT_NAMES
+from eca_timm.train.quickstart import EXTRA_SCRIPTS, fetch_scripts, quickstart
+from eca_timm.train.run import SCRIPT_NAMES
 
 NAMES = SCRIPT_NAMES + EXTRA_SCRIPTS
 

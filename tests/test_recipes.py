@@ -7,7 +7,7 @@ import yaml
 
 import eca_timm  # noqa: F401
 from eca_timm import cli
-from eca_timm.run import check_train_args, parse_train_args, resolve_script
+from eca_timm.train.run import check_train_args, parse_train_args, resolve_script
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'train_configs'
 # sweeps/ holds W&B sweeps, coco/ recipes of `eca-timm detect` (tests/test_detection.py): neither is for train.py

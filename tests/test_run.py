@@ -14,8 +14,8 @@ import timm
 import torch
 
 import eca_timm  # noqa: F401
-from eca_timm.fashion_mnist import write_image_folder
-from eca_timm.run import CpuDistributedDataParallel, _packaged_config, cpu_ddp_without_device_ids, recipe_file
+from eca_timm.train.datasets import write_image_folder
+from eca_timm.train.run import CpuDistributedDataParallel, _packaged_config, cpu_ddp_without_device_ids, recipe_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = 'eca_resnet18_cifar'
@@ -136,7 +136,7 @@ def test_cpu_ddp_patch_is_scoped():
 def test_image_folder_round_trips_the_subset(tiny_data):
     import numpy as np
     from PIL import Image
-    from eca_timm.fashion_mnist import load_subset
+    from eca_timm.train.datasets import load_subset
     data = load_subset()
     assert data['x_train'].shape == (1000, 28, 28) and data['x_val'].shape == (200, 28, 28)
     assert np.bincount(data['y_train']).tolist() == [100] * 10 and np.bincount(data['y_val']).tolist() == [20] * 10

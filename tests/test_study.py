@@ -9,8 +9,8 @@ import yaml
 from PIL import Image
 
 from eca_timm import cli
-from eca_timm.fashion_mnist import write_image_folder
-from eca_timm.study import aggregate, plot_curves, read_summary
+from eca_timm.train.datasets import write_image_folder
+from eca_timm.train.study import aggregate, plot_curves, read_summary
 
 VARIANTS = {'none': 'resnet18_cifar', 'eca': 'eca_resnet18_cifar'}
 EPOCHS = 2
@@ -112,7 +112,7 @@ def test_study_with_bad_recipe_fails_before_training(tmp_path, timm_scripts, cap
 
 
 def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
-    from eca_timm import study as study_mod
+    from eca_timm.train import study as study_mod
     calls = []
     monkeypatch.setattr(study_mod.subprocess, 'run',
                         lambda cmd, **kw: calls.append(cmd) or study_mod.subprocess.CompletedProcess(cmd, 0))

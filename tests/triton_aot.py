@@ -1,4 +1,4 @@
-"""Compile every Triton kernel of ``eca_timm.fused_triton`` ahead of time for NVIDIA GPUs, without a GPU.
+"""Compile every Triton kernel of ``eca_timm.layers._triton_kernels`` ahead of time for NVIDIA GPUs, without a GPU.
 
 Run as a script (TRITON_INTERPRET unset, so the kernels are JIT functions): it compiles each kernel down to cubin for
 sm_90 (H100/H200) and sm_80 (A100) with bf16 activations, specialized as Triton's JIT specializes a channels_last or
@@ -13,7 +13,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from eca_timm import fused_triton as ft
+from eca_timm.layers import _triton_kernels as ft
 
 FULL_SIZE = {'x_ptr', 'y_ptr', 's_ptr', 'out_ptr', 'grad_ptr', 'c_ptr', 'g_ptr'}  # [B, C, H, W] in the model's dtype
 ACC = dict(ACC=tl.float32)

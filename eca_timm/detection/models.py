@@ -14,7 +14,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _validate_trainable_layers
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
-from .. import eca_resnet  # noqa: F401  (registers the backbones with timm)
+from ..models import eca_resnet  # noqa: F401  (registers the backbones with timm)
 
 __all__ = [
     'DETECTION_MODELS', 'WeightsBackbone', 'eca_resnet_fpn_backbone', 'create_detection_model',

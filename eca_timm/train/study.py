@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._io import atomic_write
+from .._io import atomic_write
+from .._summary import read_summary
 from .run import check_train_args, recipe_file, resolve_script
 
 __all__ = ['StudyRun', 'VariantCurves', 'plan_study', 'run_study', 'read_summary', 'scheduled_epochs',
@@ -50,23 +51,6 @@ class VariantCurves:
     std: Dict[str, np.ndarray] = field(default_factory=dict)
     final_top1: Optional[np.ndarray] = None
     best_top1: Optional[np.ndarray] = None
-
-
-def read_summary(path: os.PathLike) -> Dict[int, Dict[str, float]]:
-    """train.py's summary.csv as {epoch: row}; the last row of an epoch wins (a resumed run repeats the header
-    and may redo the epoch it was killed in)."""
-    with open(path, newline='') as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return {}
-    header = rows[0]
-    out = {}
-    for r in rows[1:]:
-        if r == header or len(r) != len(header):
-            continue
-        row = {k: float(v) for k, v in zip(header, r)}
-        out[int(row['epoch'])] = row
-    return out
 
 
 def scheduled_epochs(args: argparse.Namespace) -> int:

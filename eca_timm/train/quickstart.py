@@ -22,7 +22,7 @@ from typing import Any, List, Optional
 import timm
 import yaml
 
-from .fashion_mnist import write_image_folder
+from .datasets import write_image_folder
 from .run import SCRIPT_NAMES, default_scripts_cache, find_scripts_dir, recipe_file
 
 __all__ = ['TIMM_REPO_URL', 'fetch_scripts', 'quickstart']

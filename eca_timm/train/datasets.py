@@ -12,7 +12,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from ._io import atomic_dir
+from .._io import atomic_dir
 
 __all__ = ['SUBSET_FILE', 'load_subset', 'write_image_folder']
 

@@ -15,13 +15,12 @@ from timm.models import register_model, generate_default_cfgs
 from timm.models._efficientnet_builder import efficientnet_init_weights
 from timm.models.efficientnet import EfficientNet
 
-from . import hub
-from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
-from .convert import checkpoint_filter_fn
-from .eca import EcaLayer
-from .fused import bn_eca_residual
+from ..layers import EcaLayer, bn_eca_residual
+from ._builder import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
+from ._pretrained import pretrained_cfgs
+from ._state_dict import KeyMapping, StateDict, checkpoint_filter_fn
 
-__all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES']
+__all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES', 'MOBILENETV2_KEYS']
 
 # MobileNetV2 1.0: (expansion, out channels, blocks, first stride) per stage.
 MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -77,6 +76,44 @@ class EcaInvertedResidual(nn.Module):
         return bn_eca_residual(x, self.bn3, self.eca, shortcut, self.drop_path if self.has_skip else None)
 
 
+def _official_prefixes(model: nn.Module) -> Dict[str, str]:
+    """Official/torchvision MobileNetV2 module prefixes -> this package's, from the model's own stages."""
+    n_blocks = sum(len(stage) for stage in model.blocks)
+    prefixes = {
+        'features.0.0.': 'conv_stem.', 'features.0.1.': 'bn1.',
+        f'features.{n_blocks + 1}.0.': 'conv_head.', f'features.{n_blocks + 1}.1.': 'bn2.',
+        'classifier.1.': 'classifier.',
+    }
+    idx = 1
+    for s, stage in enumerate(model.blocks):
+        for i, block in enumerate(stage):
+            if isinstance(block.conv_pw, nn.Identity):  # t=1: dw ConvBNReLU, pw-linear conv, bn, eca
+                pairs = (('0.0', 'conv_dw'), ('0.1', 'bn2'), ('1', 'conv_pwl'), ('2', 'bn3'), ('3', 'eca'))
+            else:  # pw ConvBNReLU, dw ConvBNReLU, pw-linear conv, bn, eca
+                pairs = (('0.0', 'conv_pw'), ('0.1', 'bn1'), ('1.0', 'conv_dw'), ('1.1', 'bn2'),
+                         ('2', 'conv_pwl'), ('3', 'bn3'), ('4', 'eca'))
+            prefixes.update({f'features.{idx}.conv.{src}.': f'blocks.{s}.{i}.{dst}.' for src, dst in pairs})
+            idx += 1
+    return prefixes
+
+
+def _remap_official_keys(state_dict: StateDict, model: nn.Module) -> StateDict:
+    """Official ECA-MobileNetV2 / torchvision keys (``features.N.conv.M``) -> this model's; own keys pass."""
+    if not any(k.startswith('features.') for k in state_dict):
+        return state_dict
+    prefixes = _official_prefixes(model)
+    out = {}
+    for k, v in state_dict.items():
+        head = k
+        while head and head + '.' not in prefixes:  # longest module prefix that maps
+            head = head.rpartition('.')[0]
+        out[prefixes[head + '.'] + k[len(head) + 1:] if head else k] = v
+    return out
+
+
+MOBILENETV2_KEYS = KeyMapping(remap=_remap_official_keys)
+
+
 class EcaMobileNetV2(EfficientNet):
     """ECA-MobileNetV2 1.0 with timm's EfficientNet interface.
 
@@ -90,6 +127,7 @@ class EcaMobileNetV2(EfficientNet):
         act_layer: Activation (official: ReLU6).
         norm_layer: Normalization layer.
     """
+    checkpoint_keys = MOBILENETV2_KEYS
 
     def __init__(
             self,
@@ -165,7 +203,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 
 
 # Tags, Hub repo ids and metrics come from hub/manifest.json (the model cards are generated from it too).
-default_cfgs = generate_default_cfgs({k: _cfg(**v) for k, v in hub.pretrained_cfgs(['eca_mobilenetv2']).items()})
+default_cfgs = generate_default_cfgs({k: _cfg(**v) for k, v in pretrained_cfgs(['eca_mobilenetv2']).items()})
 
 
 @register_model

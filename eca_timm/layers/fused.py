@@ -13,8 +13,8 @@ BatchNorm's own backward over it). ``bn_eca_residual`` computes the same values 
 Under torch.compile the same function is traced (out of place; the compiler fuses the passes). fx symbolic
 tracing, TorchScript and norm layers other than a plain BatchNorm take the plain ops; the values are the same.
 
-On CUDA the step runs as Triton kernels instead (``fused_triton``, registered as torch.library ops in
-``fused_ops``): BatchNorm's statistics and ECA's pooled means in one read of the conv output, then one pass that
+On CUDA the step runs as Triton kernels instead (``_triton_kernels``, registered as torch.library ops in
+``_fused_ops``): BatchNorm's statistics and ECA's pooled means in one read of the conv output, then one pass that
 writes ``relu(shortcut + gate * bn(c))``; eager and torch.compile alike. ``_uses_triton`` is the one dispatch rule.
 """
 import contextlib
@@ -51,18 +51,18 @@ _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _load_triton_ops():
-    """``fused_ops`` (the kernels as torch.library ops) where Triton can run them, else None. Loaded at import:
+    """``_fused_ops`` (the kernels as torch.library ops) where Triton can run them, else None. Loaded at import:
     torch.compile should find the ops registered rather than trace an import."""
     if not hasattr(torch.library, 'custom_op') or importlib.util.find_spec('triton') is None:
         return None  # torch < 2.4, or a CPU-only torch without Triton
     if not (torch.cuda.is_available() or os.environ.get('TRITON_INTERPRET') == '1'):
         return None
     try:
-        from . import fused_ops
+        from . import _fused_ops
     except Exception as e:  # a Triton that does not match this torch: the torch ops still work
         _logger.warning('eca_timm: Triton kernels unavailable (%s); the fused ECA step uses torch ops', e)
         return None
-    return fused_ops
+    return _fused_ops
 
 
 _ops = _load_triton_ops()
@@ -268,7 +268,7 @@ def _batch_norm_with_stats(bn: nn.Module, c: torch.Tensor) -> Tuple[torch.Tensor
 
 def _triton_bn_eca_residual(c: torch.Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Optional[torch.Tensor],
                              drop_path: Optional[nn.Module], relu: bool) -> torch.Tensor:
-    """The CUDA path: ``torch.ops.eca_timm.bn_eca_residual`` (``fused_ops``), then BatchNorm's running averages."""
+    """The CUDA path: ``torch.ops.eca_timm.bn_eca_residual`` (``_fused_ops``), then BatchNorm's running averages."""
     momentum, batch_stats, keep_running = _batch_norm_step(bn)
     n = c.numel() // c.shape[1]
     if batch_stats and n <= 1:

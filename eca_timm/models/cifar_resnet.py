@@ -17,8 +17,8 @@ from timm.models import register_model, generate_default_cfgs
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
-from ._build import RELEASED_KERNEL_SIZES, build_eca_model
-from .eca_resnet import ECA_RESNET_ARCHS, EcaResNet
+from ._builder import RELEASED_KERNEL_SIZES, build_eca_model
+from .eca_resnet import ECA_RESNET_ARCHS, RESNET_KEYS, EcaResNet
 
 __all__ = ['CifarResNet', 'CifarEcaResNet', 'CIFAR_ATTENTION']
 
@@ -47,6 +47,7 @@ def _use_cifar_stem(model: ResNet, in_chans: int, device: Any = None, dtype: Any
 
 class CifarResNet(ResNet):
     """timm's ResNet with the CIFAR stem (3x3 conv, stride 1, no max-pool). Arguments: timm's ``ResNet``."""
+    checkpoint_keys = RESNET_KEYS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

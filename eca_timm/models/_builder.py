@@ -1,4 +1,4 @@
-"""Shared helpers for the model families: per-stage kernel sizes and timm's model builder."""
+"""Shared helpers of the model families: the per-stage kernel-size table and timm's model builder."""
 import inspect
 import re
 from typing import Any, Dict, Sequence, Tuple, Type, Union
@@ -7,9 +7,9 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg
 from torch import nn
 
-from . import hub
-from .convert import official_keys_hook
-from .eca import adaptive_kernel_size, check_kernel_size
+from ..layers import adaptive_kernel_size, check_kernel_size
+from ._pretrained import LOAD_ERRORS, pretrained_load_error
+from ._state_dict import official_keys_hook
 
 __all__ = ['RELEASED_KERNEL_SIZES', 'eca_cfg', 'resolve_stage_kernel_sizes', 'build_eca_model']
 
@@ -81,10 +81,10 @@ def build_eca_model(model_cls: Type[nn.Module], variant: str, pretrained: bool, 
     """
     try:
         model = build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
-    except hub.LOAD_ERRORS as e:
+    except LOAD_ERRORS as e:
         if not pretrained:
             raise
-        raise hub.pretrained_load_error(variant, kwargs, e) from e
+        raise pretrained_load_error(variant, kwargs, e) from e
     except TypeError as e:
         m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
         if m is None:

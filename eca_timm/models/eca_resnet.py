@@ -4,21 +4,20 @@ The official blocks are torchvision's ResNet blocks with an ECA layer after the 
 residual add; timm's ResNet keeps block attention at ``.se`` in exactly that place. Each stage has its
 own ECA kernel size (the released weights were trained with hand-picked sizes: ``RELEASED_KERNEL_SIZES``).
 The blocks are timm's, with the last BN, ECA and the residual add run as one fused step
-(``fused.bn_eca_residual``): same modules, state dict and values, less time and memory.
+(``layers.bn_eca_residual``): same modules, state dict and values, less time and memory.
 """
-from typing import Any, Dict, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 from timm.models import register_model, generate_default_cfgs
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from . import hub
-from ._build import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
-from .convert import checkpoint_filter_fn
-from .eca import EcaLayer
-from .fused import bn_eca_residual, conv_input_mean
+from ..layers import EcaLayer, bn_eca_residual, conv_input_mean
+from ._builder import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
+from ._pretrained import pretrained_cfgs
+from ._state_dict import KeyMapping, StateDict, checkpoint_filter_fn
 
-__all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS']
+__all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS', 'RESNET_KEYS']
 
 
 class EcaBasicBlock(BasicBlock):
@@ -55,7 +54,7 @@ class EcaBottleneck(Bottleneck):
 
     Same modules, state dict and values as ``Bottleneck(attn_layer=EcaLayer)``; drop path scales the per-sample
     gate instead of the full-size branch (the same per-sample factor). Where it is cheaper, ECA's spatial mean is
-    taken from conv3's input (a quarter of the channels) through the 1x1 conv (``fused.conv_input_mean``).
+    taken from conv3's input (a quarter of the channels) through the 1x1 conv (``layers.conv_input_mean``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +94,29 @@ ECA_RESNET_ARCHS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _remap_official_keys(state_dict: StateDict, model: Any) -> StateDict:
+    """Official ECA-ResNet keys are torchvision's with ``.eca.`` where timm's ResNet has ``.se.``."""
+    return {k.replace('.eca.', '.se.'): v for k, v in state_dict.items()}
+
+
+def _describe_checkpoint(state_dict: StateDict) -> Tuple[str, Optional[str]]:
+    """Blocks per stage and block type of a ResNet checkpoint, and the registered ECA-ResNet of that depth."""
+    blocks: List[int] = []
+    for stage in range(1, 5):
+        ids = {int(k.split('.')[1]) for k in state_dict if k.startswith(f'layer{stage}.') and k.split('.')[1].isdigit()}
+        blocks.append(max(ids) + 1 if ids else 0)
+    bottleneck = any(k.endswith('.conv3.weight') for k in state_dict)
+    match = next((name for name, arch in ECA_RESNET_ARCHS.items()
+                  if tuple(arch['layers']) == tuple(blocks) and (arch['block'].expansion == 4) == bottleneck), None)
+    kind = 'bottleneck' if bottleneck else 'basic'
+    return f'The checkpoint has {blocks} {kind} blocks per stage ({match or "no registered ECA-ResNet has that"}).', \
+        match
+
+
+# How ResNet checkpoints map onto timm's ResNet (also the CIFAR-stem study models).
+RESNET_KEYS = KeyMapping(remap=_remap_official_keys, describe=_describe_checkpoint)
+
+
 class EcaResNet(ResNet):
     """timm's ResNet with an ECA layer in every residual block.
 
@@ -105,6 +127,7 @@ class EcaResNet(ResNet):
             (the paper's rule from each stage's channel count).
         **kwargs: Any other ``timm.models.resnet.ResNet`` argument.
     """
+    checkpoint_keys = RESNET_KEYS
 
     def __init__(
             self,
@@ -134,7 +157,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 
 
 # Tags, Hub repo ids and metrics come from hub/manifest.json (the model cards are generated from it too).
-default_cfgs = generate_default_cfgs({k: _cfg(**v) for k, v in hub.pretrained_cfgs(ECA_RESNET_ARCHS).items()})
+default_cfgs = generate_default_cfgs({k: _cfg(**v) for k, v in pretrained_cfgs(ECA_RESNET_ARCHS).items()})
 
 
 @register_model

@@ -1,14 +1,14 @@
 """The Triton kernels of the fused ECA step as ``torch.library`` custom ops, with fake kernels and autograd.
 
 ``torch.ops.eca_timm.bn_eca_residual`` and its backward are single ops to torch.compile: no graph break, and
-inductor plans memory around them as around any aten op. Imported by ``fused`` only where Triton is available.
+inductor plans memory around them as around any aten op. Imported by ``fused`` only where Triton can run.
 """
 from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from . import fused_triton
+from . import _triton_launch
 
 __all__ = ['bn_eca_residual', 'bn_eca_residual_backward']
 
@@ -26,7 +26,7 @@ def bn_eca_residual(c: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     Returns the output, ``c``'s centered spatial means [B, C], and the batch mean and biased variance [C] (empty
     when ``mean``/``var`` were given).
     """
-    return fused_triton.forward(c, weight, bias, eca_weight, shortcut, mask, mean, var, eps, relu)
+    return _triton_launch.forward(c, weight, bias, eca_weight, shortcut, mask, mean, var, eps, relu)
 
 
 @bn_eca_residual.register_fake
@@ -44,7 +44,7 @@ def bn_eca_residual_backward(grad: Tensor, out: Optional[Tensor], c: Tensor, cen
                              ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(d_c, g, d_weight, d_bias, d_eca)``; ``g = grad * (out > 0)`` is the shortcut's gradient after a ReLU
     (empty when ``out`` is None); ``d_weight``/``d_bias`` are empty without weight/bias."""
-    d_c, g, d_weight, d_bias, d_eca = fused_triton.backward(
+    d_c, g, d_weight, d_bias, d_eca = _triton_launch.backward(
         grad, out, c, centered, mean, var, weight, bias, eca_weight, mask, eps, batch_stats)
     def present(t: Optional[Tensor]) -> Tensor:  # an empty tensor for a missing output (outputs must not alias)
         return centered.new_empty(0, dtype=c.dtype if t is g else centered.dtype) if t is None else t
