@@ -1,25 +1,71 @@
-"""The ``eca-timm`` command line: one subcommand per module, each registering its own parser."""
+"""The ``eca-timm`` command line: one subcommand per command module, each registering its own parser."""
 import argparse
+import logging
+import re
 import sys
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from . import bench, model_table
+from ._version import __version__
 from .detection import command as detection_command
-from .train import quickstart, run, study
+from .train import quickstart, run, scripts, study
 from .weights import convert, publish
 
-COMMANDS = (model_table, run, study, quickstart, convert, publish, bench, detection_command)
+COMMANDS = (model_table, run, scripts, study, quickstart, convert, publish, bench, detection_command)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (paragraphs kept), and every option's default shown unless its help gives it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ''
+        if action.default in (None, argparse.SUPPRESS) or 'default' in help_text.lower():
+            return help_text
+        return super()._get_help_string(action)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse._SubParsersAction]:
+    return (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _finish_help(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand, nested ones too, gets the help formatter and a plain-text description (its one-line help
+    where the module gave none; docstring markup such as ``code`` shown as 'code')."""
+    for group in _subparsers(parser):
+        helps = {a.dest: a.help for a in group._choices_actions}
+        for name, sub in group.choices.items():
+            sub.formatter_class = HelpFormatter
+            description = sub.description or helps.get(name) or ''
+            sub.description = re.sub(r'``([^`]+)``', r"'\1'", description)
+            _finish_help(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``eca-timm`` parser with every subcommand registered."""
+    import timm
+    import torch
+    parser = argparse.ArgumentParser(
+        prog='eca-timm', formatter_class=HelpFormatter,
+        description='ECA-Net models for timm: list them, train and evaluate with timm\'s own scripts, run the '
+                    'attention study, convert and publish weights, benchmark, and train detectors.')
+    parser.add_argument('--version', action='version',
+                        version=f'eca-timm {__version__} (timm {timm.__version__}, torch {torch.__version__})')
+    subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for module in COMMANDS:
+        module.register(subparsers)
+    _finish_help(parser)
+    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='eca-timm', description='ECA-Net models for timm.')
-    subparsers = parser.add_subparsers(dest='command', required=True)
-    for module in COMMANDS:
-        module.register(subparsers)
+    from timm.utils import setup_default_logging
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, 'accepts_extra_args', False):
         parser.error(f'unrecognized arguments: {" ".join(extra)}')
     args.extra = extra  # a subcommand that passes arguments on (study -> train.py) sets accepts_extra_args
+    if not logging.root.handlers:  # once, here: INFO messages of every command reach the terminal
+        setup_default_logging()
     return args.func(args)
 
 

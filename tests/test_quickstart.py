@@ -5,7 +5,8 @@ import pytest
 import timm
 
 from eca_timm import cli
-from eca_timm.train.quickstart import EXTRA_SCRIPTS, fetch_scripts, quickstart
+from eca_timm.train.quickstart import quickstart
+from eca_timm.train.scripts import EXTRA_SCRIPTS, fetch_scripts
 from eca_timm.train.run import SCRIPT_NAMES
 
 NAMES = SCRIPT_NAMES + EXTRA_SCRIPTS
@@ -44,6 +45,22 @@ def test_fetch_scripts_offline_error(tmp_path):
     with pytest.raises(RuntimeError, match=r'could not clone .* at tag v.*Offline\? .*TIMM_SCRIPTS'):
         fetch_scripts(tmp_path / 'cache', repo_url=(tmp_path / 'unreachable').as_uri())
     assert not (tmp_path / 'cache').exists()
+
+
+def test_scripts_command_finds_fetches_or_explains(timm_repo, tmp_path, monkeypatch, capsys):
+    """`eca-timm scripts` only fetches (no training): found -> where; missing -> the matching tag; offline -> how."""
+    monkeypatch.delenv('TIMM_SCRIPTS', raising=False)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+    dest = tmp_path / 'xdg' / 'eca-timm' / 'timm-scripts'
+    assert cli.main(['scripts', '--repo-url', (tmp_path / 'unreachable').as_uri(), '--dest', str(dest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('eca-timm scripts: error: could not clone')
+    assert 'Offline? On a machine with access, copy train.py' in err and 'set TIMM_SCRIPTS' in err
+    assert cli.main(['scripts', '--repo-url', timm_repo.as_uri(), '--dest', str(dest)]) == 0
+    assert f'timm scripts of timm v{timm.__version__}: {dest}' in capsys.readouterr().out
+    assert sorted(p.name for p in dest.iterdir()) == sorted(NAMES)
+    assert cli.main(['scripts', '--repo-url', (tmp_path / 'unreachable').as_uri()]) == 0  # found: no fetch
+    assert capsys.readouterr().out.strip() == f'timm scripts: {dest}'
 
 
 def test_quickstart_refuses_a_used_folder(tmp_path, capsys):

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import yaml
 from PIL import Image
-from timm.utils import ParseKwargs, random_seed, setup_default_logging, update_summary
+from timm.utils import ParseKwargs, random_seed, update_summary
 from timm.utils.distributed import init_distributed_device_so
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
@@ -70,8 +70,12 @@ def _data_paths(args: argparse.Namespace, split: str) -> Optional[tuple]:
     return (images, ann) if images else None
 
 
-def _weights_backbone(value: Optional[str]) -> Any:
-    return None if value in (None, 'none') else True if value == 'pretrained' else value
+def _weights_backbone(value: Any) -> Any:
+    """``--weights-backbone`` (or a recipe's YAML value) as the Python API's ``weights_backbone``: true / pretrained
+    -> True, none / false -> None, else a checkpoint path."""
+    if value is None or value is False or str(value).lower() in ('none', 'false'):
+        return None
+    return True if value is True or str(value).lower() in ('true', 'pretrained') else value
 
 
 def _model_config(args: argparse.Namespace, num_classes: int) -> Dict[str, Any]:
@@ -277,14 +281,8 @@ def predict(args: argparse.Namespace) -> Dict[str, List[Dict[str, Any]]]:
     return predictions
 
 
-def _setup_logging() -> None:
-    if not logging.getLogger().handlers:
-        setup_default_logging()
-
-
 def _run(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
-        _setup_logging()
         fn(args)
         return 0
     return run
@@ -297,19 +295,27 @@ def _add_data_args(p: argparse.ArgumentParser, splits: List[str]) -> None:
         p.add_argument(f'--{split}-ann', help=f'{split} COCO instances JSON')
 
 
+TRAIN_DESCRIPTION = """Train a torchvision detector on an ECA-ResNet FPN backbone on COCO-format data.
+
+Each option's value comes from the built-in default (the paper's Mask R-CNN 1x schedule, shown below), then a
+recipe (--config YAML whose keys are the option names with underscores), then the command line.
+Multi-GPU: torchrun --nproc-per-node N -m eca_timm.cli detect train ... (one process per GPU).
+"""
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         'detect', help='train, evaluate and run ECA-ResNet Mask/Faster R-CNN on COCO-format data')
     sub = parser.add_subparsers(dest='detect_command', required=True)
 
-    t = sub.add_parser('train', help='train a detector (DDP under torchrun)', description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t = sub.add_parser('train', help='train a detector (DDP under torchrun)', description=TRAIN_DESCRIPTION)
     t.add_argument('--config', help='recipe YAML (keys: option names with underscores), e.g. '
                                     'train_configs/coco/maskrcnn_eca_resnet50_fpn_1x.yaml')
     t.add_argument('--model', choices=list(DETECTION_MODELS), help=f"default {DEFAULTS['model']}")
     t.add_argument('--num-classes', type=int, help='classes incl. background (default: highest category id + 1)')
-    t.add_argument('--weights-backbone', help="'pretrained' (the backbone's registered ImageNet weights), a "
-                                              "checkpoint file of the backbone, or 'none' (default: random init)")
+    t.add_argument('--weights-backbone', help="as the builders' weights_backbone: 'true' (True: the backbone's "
+                                              "registered ImageNet weights; 'pretrained' also works), a checkpoint "
+                                              "file of the backbone, or 'none' (None; the default: random init)")
     t.add_argument('--trainable-backbone-layers', type=int, help='0-5 (default 3 with ImageNet weights, else 5)')
     t.add_argument('--min-size', type=int, help=f"shorter image side (default {DEFAULTS['min_size']})")
     t.add_argument('--max-size', type=int, help=f"longest image side (default {DEFAULTS['max_size']})")
@@ -332,10 +338,10 @@ def register(subparsers: Any) -> None:
     e = sub.add_parser('eval', help='COCO box/mask AP of a checkpoint')
     e.add_argument('--checkpoint', required=True, help='a `detect train` checkpoint (last.pth)')
     _add_data_args(e, ['val'])
-    e.add_argument('--batch-size', type=int, default=2)
-    e.add_argument('--workers', type=int, default=4)
-    e.add_argument('--amp', action='store_true')
-    e.add_argument('--device', default=DEFAULTS['device'])
+    e.add_argument('--batch-size', type=int, default=2, help='images per step')
+    e.add_argument('--workers', type=int, default=4, help='data loading processes')
+    e.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
+    e.add_argument('--device', default=DEFAULTS['device'], help="'cuda', 'cuda:N' or 'cpu'")
     e.add_argument('--metrics-file', help='also write the metrics JSON here')
     e.set_defaults(func=_run(evaluate))
 
@@ -343,6 +349,6 @@ def register(subparsers: Any) -> None:
     p.add_argument('images', nargs='+', help='image files')
     p.add_argument('--checkpoint', required=True, help='a `detect train` checkpoint (last.pth)')
     p.add_argument('--output-dir', required=True, help='where <image name>.png and predictions.json go')
-    p.add_argument('--score-threshold', type=float, default=0.5)
-    p.add_argument('--device', default=DEFAULTS['device'])
+    p.add_argument('--score-threshold', type=float, default=0.5, help='draw detections scoring at least this')
+    p.add_argument('--device', default=DEFAULTS['device'], help="'cuda', 'cuda:N' or 'cpu'")
     p.set_defaults(func=_run(predict))

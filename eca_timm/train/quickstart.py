@@ -11,10 +11,8 @@
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, List, Optional
@@ -23,47 +21,12 @@ import timm
 import yaml
 
 from .datasets import write_image_folder
-from .run import SCRIPT_NAMES, default_scripts_cache, find_scripts_dir, recipe_file
+from .run import default_scripts_cache, find_scripts_dir, recipe_file
+from .scripts import fetch_scripts
 
-__all__ = ['TIMM_REPO_URL', 'fetch_scripts', 'quickstart']
+__all__ = ['RECIPE', 'quickstart']
 
-TIMM_REPO_URL = 'https://github.com/huggingface/pytorch-image-models'
 RECIPE = 'fashion_mnist/eca_resnet18_cifar.yaml'  # in train_configs/, shipped in the package
-EXTRA_SCRIPTS = ('distributed_train.sh',)
-
-
-def fetch_scripts(dest: Optional[os.PathLike] = None, version: str = timm.__version__,
-                  repo_url: str = TIMM_REPO_URL) -> Path:
-    """Shallow-clone timm's release tag ``v<version>`` and copy its scripts into ``dest`` (the cache by default).
-
-    Only the scripts are kept (a timm checkout next to them would shadow the installed timm). ``dest`` is
-    filled in a temporary folder and renamed, so an interrupted fetch leaves nothing behind.
-    """
-    dest = Path(dest) if dest else default_scripts_cache()
-    if shutil.which('git') is None:
-        raise RuntimeError(f'git is needed to fetch timm\'s scripts; or copy {", ".join(SCRIPT_NAMES)} from '
-                           f'{repo_url} (tag v{version}) into a folder and set TIMM_SCRIPTS to it')
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        clone = Path(tmp) / 'repo'
-        proc = subprocess.run(['git', 'clone', '--quiet', '--depth', '1', '--branch', f'v{version}', repo_url,
-                               str(clone)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            reason = (proc.stderr.strip().splitlines() or ['git clone failed'])[-1]
-            raise RuntimeError(
-                f'could not clone {repo_url} at tag v{version} (the installed timm): {reason}. Offline? Copy '
-                f'{", ".join(SCRIPT_NAMES)} of timm v{version} into a folder and set TIMM_SCRIPTS to it, or pass '
-                f'--scripts-dir')
-        staged = Path(tmp) / 'scripts'
-        staged.mkdir()
-        for name in SCRIPT_NAMES + EXTRA_SCRIPTS:
-            if not (clone / name).is_file():
-                raise RuntimeError(f'{repo_url} at v{version} has no {name}')
-            shutil.copy2(clone / name, staged / name)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staged, dest)
-    return dest
 
 
 def _step(n: int, text: str) -> float:

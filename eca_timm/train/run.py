@@ -38,10 +38,10 @@ __all__ = [
 
 SCRIPT_NAMES = ('train.py', 'validate.py', 'benchmark.py', 'inference.py')
 SCRIPTS_HINT = (
-    'timm\'s scripts are not part of the timm wheel: get them with `eca-timm quickstart` (clones the release '
-    'matching your timm into ~/.cache/eca-timm/timm-scripts), or copy train.py, validate.py, benchmark.py and '
-    'inference.py from https://github.com/huggingface/pytorch-image-models into a folder and set TIMM_SCRIPTS '
-    'to it (or pass --scripts-dir)')
+    'timm\'s scripts are not part of the timm wheel: get them with `eca-timm scripts` (clones the release matching '
+    'your timm into ~/.cache/eca-timm/timm-scripts; it trains nothing), or offline copy train.py, validate.py, '
+    'benchmark.py and inference.py of your timm version into a folder and set TIMM_SCRIPTS to it (or pass '
+    '--scripts-dir)')
 
 
 def default_scripts_cache() -> Path:

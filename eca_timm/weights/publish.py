@@ -256,7 +256,7 @@ def register(subparsers: Any) -> None:
     p.add_argument('--dry-run', action='store_true', help='write the folder only, upload nothing')
     p.add_argument('--private', action='store_true', help='create the repo private')
     p.add_argument('--revision', default=None, help='branch to upload to (created if missing)')
-    p.add_argument('--commit-message', default=None)
+    p.add_argument('--commit-message', default=None, help='Hub commit message (default: Add <name> weights)')
     p.add_argument('--force', action='store_true', help='replace an existing --out folder or card/weights on the Hub')
     p.add_argument('--no-ema', action='store_true', help='publish state_dict, not state_dict_ema')
     p.add_argument('--model', default=None, help='model name when the checkpoint does not record it')
