@@ -2,6 +2,7 @@
 into the registered models: ``eca-timm convert``, timm's pretrained ``file``, ``checkpoint_path``, refusals."""
 import json
 import logging
+import os
 
 import pytest
 import timm
@@ -143,6 +144,12 @@ def test_other_architecture_refused(tmp_path):
         timm.create_model('eca_resnet18', pretrained=True, pretrained_cfg_overlay=dict(file=str(src)))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_convert_refuses_overwrite_and_checks_sha256(official18, tmp_path, monkeypatch):
     ref, path = official18
     out = tmp_path / 'out'
@@ -159,5 +166,8 @@ def test_convert_refuses_overwrite_and_checks_sha256(official18, tmp_path, monke
     assert (out / 'keep.txt').exists()
     monkeypatch.undo()
     main(['convert', str(path), '--model', 'eca_resnet18', '--out', str(out), '--force'])
-    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    # --force replaces the files convert writes, and nothing else: keep.txt stays
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'keep.txt', 'model.safetensors']
+    assert (out / 'keep.txt').read_text() == 'x'
+    assert all(oct(p.stat().st_mode & 0o777) == oct(0o666 & ~_umask()) for p in out.iterdir())  # readable
     assert [p.name for p in tmp_path.iterdir()] == ['out']

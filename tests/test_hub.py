@@ -152,21 +152,58 @@ def test_publish_resumed_run_summary(tmp_path):
     assert 'epoch 1 of summary.csv' in (out / 'README.md').read_text()
 
 
-def test_publish_converted_folder(tmp_path):
+def _fake_official18(tmp_path: Path) -> Path:
     from official_eca import official_resnet, randomize_, save_official
     src = tmp_path / 'eca_resnet18_k3577.pth.tar'
     save_official(randomize_(official_resnet(18, (3, 5, 7, 7))), src)
+    return src
+
+
+def test_publish_converted_folder_claims_released_metrics_only_for_the_released_file(tmp_path, monkeypatch):
+    """The manifest's top-1/top-5 go on a card only when its sha256 ties the folder to the released file."""
+    from eca_timm.weights import convert as convert_mod, publish as publish_mod
+    src = _fake_official18(tmp_path)
     converted, out = tmp_path / 'converted', tmp_path / 'repo'
     main(['convert', str(src), '--model', 'eca_resnet18', '--out', str(converted)])
     main(['publish', str(converted), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out', str(out)])
     before, after = load_file(converted / 'model.safetensors'), load_file(out / 'model.safetensors')
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    metrics = _front_matter(out / 'README.md')['model-index'][0]['results'][0]['metrics']
-    assert [m['value'] for m in metrics] == list(RELEASED_METRICS['eca_resnet18'])
+    meta = _front_matter(out / 'README.md')  # the manifest has no sha256: nothing ties this folder to 70.92
+    assert 'model-index' not in meta and 'datasets' not in meta
     config = json.loads((out / 'config.json').read_text())
     assert config['pretrained_cfg']['tag'] == 'official_in1k' and 'label_names' not in config['pretrained_cfg']
     assert config['label_names'] == json.loads((converted / 'config.json').read_text())['label_names']
     assert len(config['label_names']) == 1000
+
+    # once the manifest records the released file's sha256, its conversion carries the released numbers
+    entry = dict(_pretrained.manifest_entry('eca_resnet18.official_in1k'))
+    entry['source'] = dict(entry['source'], sha256=convert_mod.file_sha256(str(src)))
+    for module in (convert_mod, publish_mod):
+        monkeypatch.setattr(module, 'manifest_entry', lambda tag: entry)
+    main(['convert', str(src), '--model', 'eca_resnet18', '--out', str(converted), '--force'])
+    main(['publish', str(converted), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out', str(out),
+          '--force'])
+    meta = _front_matter(out / 'README.md')
+    assert [m['value'] for m in meta['model-index'][0]['results'][0]['metrics']] == list(
+        RELEASED_METRICS['eca_resnet18'])
+    assert meta['datasets'] == ['imagenet-1k']
+
+
+def test_run_under_a_released_tag_keeps_its_own_metrics_and_dataset(tmp_path):
+    """Issue 12.3: a 10-class CIFAR run published as me/eca_resnet18.official_in1k claims its own numbers, not
+    ImageNet's 70.92; a bare checkpoint (no summary.csv) claims none."""
+    run = _train_folder(tmp_path / 'run')
+    out = tmp_path / 'repo'
+    main(['publish', str(tmp_path / 'run'), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out',
+          str(out)])
+    meta = _front_matter(out / 'README.md')
+    assert meta['datasets'] == ['cifar10']
+    assert [m['value'] for m in meta['model-index'][0]['results'][0]['metrics']] == [run['best'][3], run['best'][4]]
+    main(['publish', str(tmp_path / 'run' / 'model_best.pth.tar'), '--repo-id', 'me/eca_resnet18.official_in1k',
+          '--dry-run', '--out', str(tmp_path / 'bare')])
+    meta = _front_matter(tmp_path / 'bare' / 'README.md')
+    assert 'model-index' not in meta and 'datasets' not in meta
+    assert '70.92' not in (tmp_path / 'bare' / 'README.md').read_text()
 
 
 def test_publish_needs_out_for_dry_run_and_model_for_unknown_arch(tmp_path):
@@ -289,9 +326,8 @@ def test_offline_round_trip_through_hub_cache(tmp_path):
     torch.save({'epoch': 0, 'arch': 'eca_resnet50', 'state_dict': source.state_dict()}, src)
     out = tmp_path / 'eca_resnet50.official_in1k'
     main(['publish', str(src), '--repo-id', 'my-org/eca_resnet50.official_in1k', '--dry-run', '--out', str(out)])
-    meta = _front_matter(out / 'README.md')  # the manifest's released metrics for this tag
-    metrics = meta['model-index'][0]['results'][0]['metrics']
-    assert [m['value'] for m in metrics] == list(RELEASED_METRICS['eca_resnet50'])
+    meta = _front_matter(out / 'README.md')  # random weights, not the released file: no released metrics
+    assert 'model-index' not in meta
     cache = tmp_path / 'hf-cache'
     _lay_into_hf_cache(out, cache, 'my-org/eca_resnet50.official_in1k')
     corrupt = cache / 'models--my-org--eca_mobilenetv2.official_in1k' / 'snapshots' / ('0' * 40)

@@ -36,7 +36,7 @@ def resolve_stage_kernel_sizes(spec: StageKernelSizes, stage_channels: Sequence[
     if isinstance(spec, str):
         raise ValueError(
             f"eca_kernel_sizes must be an odd int, {n} odd ints (one per stage) or 'adaptive', got {spec!r}")
-    if isinstance(spec, int):
+    if not isinstance(spec, (list, tuple)):  # an int, or a wrong scalar (3.0, True): check_kernel_size says which
         return (check_kernel_size(spec),) * n
     sizes = tuple(spec)
     if len(sizes) != n:

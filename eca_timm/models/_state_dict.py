@@ -22,7 +22,7 @@ from torch import nn
 from ..layers import EcaLayer
 
 __all__ = ['CheckpointMismatchError', 'KeyMapping', 'StateDict', 'checkpoint_filter_fn', 'checkpoint_kernel_sizes',
-           'fit_state_dict', 'load_foreign_state_dict', 'official_keys_hook', 'remap_checkpoint']
+           'fit_state_dict', 'official_keys_hook', 'remap_checkpoint']
 
 _logger = logging.getLogger(__name__)
 
@@ -103,6 +103,9 @@ def _fit_to_model(state_dict: StateDict, model: nn.Module, allow_missing_eca: bo
     adapted = {f'{m}.{p}' for m in (cfg.get('classifier'), cfg.get('first_conv')) if m for p in ('weight', 'bias')}
     eca_keys = _eca_keys(model)
     no_eca = bool(eca_keys) and not any(k in state_dict for k in eca_keys)  # models without ECA: plain check
+    if no_eca and any(k.endswith('.conv.weight') and ('.eca.' in k or '.se.' in k) for k in state_dict):
+        raise _fit_error(model, state_dict, eca_keys[0], "the checkpoint's ECA weights sit where this architecture "
+                         "has none (another model family? an ECA-ResNet file needs --model eca_resnet<depth>)")
     if no_eca and not allow_missing_eca:
         raise _fit_error(model, state_dict, eca_keys[0], 'the checkpoint has no ECA weights (a plain ResNet / '
                          'MobileNetV2?); start from it with pretrained_cfg_overlay=dict(file=...) or train.py '
@@ -147,9 +150,3 @@ def official_keys_hook(module: nn.Module, state_dict: StateDict, prefix: str, *a
     keys = [k for k in state_dict if k.startswith(prefix)]
     sub = remap_checkpoint({k[len(prefix):]: state_dict.pop(k) for k in keys}, module)
     state_dict.update({prefix + k: v for k, v in sub.items()})
-
-
-def load_foreign_state_dict(path: str, model: nn.Module, use_ema: bool = True) -> StateDict:
-    """Read a checkpoint file with timm's loader (wrapper dicts, EMA preference) and fit it to ``model`` (all of it)."""
-    from timm.models import load_state_dict
-    return fit_state_dict(load_state_dict(str(path), use_ema=use_ema), model)

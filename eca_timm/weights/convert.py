@@ -10,12 +10,19 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..models._pretrained import manifest_entry, repo_id
-from ..models._state_dict import CheckpointMismatchError, load_foreign_state_dict
+from ..models._state_dict import CheckpointMismatchError, fit_state_dict
 from .hub_folder import check_out_dir, dataset_label_names, write_hub_folder
 
-__all__ = ['convert', 'file_sha256', 'register']
+__all__ = ['convert', 'file_sha256', 'register', 'unreadable_checkpoint']
 
 _logger = logging.getLogger(__name__)
+
+
+def unreadable_checkpoint(path: Path, error: BaseException) -> ValueError:
+    """The error for a file that is not a readable PyTorch checkpoint (torch.load fails in many ways)."""
+    return ValueError(
+        f'{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}); pass a train.py output folder, '
+        f'a checkpoint (.pth.tar / .pth / .safetensors) or a folder written by `eca-timm convert`')
 
 
 def file_sha256(path: str) -> str:
@@ -35,10 +42,11 @@ def convert(src: str, model_name: str, out: str, tag: str = 'official_in1k', for
     metrics, dataset and source come from the manifest entry ``<model_name>.<tag>``.
     """
     import timm
+    from timm.models import load_state_dict
     from tqdm import tqdm
 
     out = Path(out)
-    check_out_dir(out, force)
+    check_out_dir(out, force, sources=[Path(src)])
     model_tag = f'{model_name}.{tag}'
     entry = manifest_entry(model_tag) or {}
     with tqdm(total=4, desc=f'convert {Path(src).name}', unit='step') as steps:
@@ -52,7 +60,11 @@ def convert(src: str, model_name: str, out: str, tag: str = 'official_in1k', for
         steps.update()
         steps.set_postfix_str('load')
         model = timm.create_model(model_name, **(model_kwargs or {}))
-        state_dict = load_foreign_state_dict(src, model)
+        try:
+            raw = load_state_dict(str(src))
+        except Exception as e:  # pickle, zip, EOF, KeyError on a text file...
+            raise unreadable_checkpoint(Path(src), e) from e
+        state_dict = fit_state_dict(raw, model)
         steps.update()
         steps.set_postfix_str('verify')
         model.load_state_dict(state_dict, strict=True)

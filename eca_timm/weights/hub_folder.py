@@ -1,7 +1,7 @@
 """Hub-ready folders (model.safetensors, timm's config.json, README.md) and the write side of the manifest."""
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from torch import nn
 
@@ -13,10 +13,24 @@ from .card import RECIPE_KEYS, render_model_card
 __all__ = ['check_out_dir', 'dataset_label_names', 'record_in_manifest', 'write_hub_folder']
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    """Refuse to write over an existing folder unless forced."""
-    if Path(out).exists() and not force:
-        raise FileExistsError(f'{out} exists; pass --force to replace it')
+def check_out_dir(out: Path, force: bool, sources: Iterable[Path] = ()) -> None:
+    """Refuse an ``--out`` that is the working directory or holds a source, and an existing one unless forced.
+
+    With ``force`` only the files the command writes are replaced (``write_hub_folder``); nothing else is deleted.
+    """
+    out = Path(out)
+    where = out.resolve()
+    if where == Path.cwd().resolve():
+        raise ValueError(f'--out {out} is the working directory: pass a folder of its own for the Hub files, '
+                         f'e.g. --out hub/NAME')
+    for src in sources:
+        src = Path(src).resolve()
+        if src == where or where in src.parents:
+            raise ValueError(f'--out {out} holds the source {src}: pass a separate folder for the Hub files')
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f'--out {out} is a file: pass a folder')
+    if out.exists() and not force:
+        raise FileExistsError(f'{out} exists; pass --force to replace the files this command writes in it')
 
 
 def write_hub_folder(
@@ -35,7 +49,8 @@ def write_hub_folder(
         data_config: Optional[Dict[str, Any]] = None,
         force: bool = False,
 ) -> Path:
-    """Write model.safetensors, timm's config.json and README.md to ``out`` via a temp folder and a rename."""
+    """Write model.safetensors, timm's config.json and README.md to ``out`` via a temp folder and a rename; an
+    existing ``out`` (``force``) keeps every other file."""
     from timm.models import save_for_hf
     out = Path(out)
     check_out_dir(out, force)
@@ -51,7 +66,7 @@ def write_hub_folder(
     model_args = {'eca_kernel_sizes': list(model.eca_kernel_sizes)} if hasattr(model, 'eca_kernel_sizes') else None
     source_cfg, model.pretrained_cfg = model.pretrained_cfg, cfg
     try:
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, merge=True) as tmp:
             save_for_hf(
                 model, tmp, model_config=model_config, model_args=model_args,
                 safe_serialization=True, data_config=data_config)

@@ -17,7 +17,7 @@ from .._version import __version__
 from ..models import MODEL_MODULES, STUDY_MODULES
 from ..models._pretrained import manifest_entry
 from ..models._state_dict import fit_state_dict, remap_checkpoint
-from .convert import file_sha256
+from .convert import file_sha256, unreadable_checkpoint
 from .hub_folder import _check_record, check_out_dir, dataset_label_names, record_in_manifest, write_hub_folder
 
 __all__ = ['PROTECTED_FILES', 'load_publish_source', 'publish', 'register', 'upload_folder']
@@ -30,8 +30,13 @@ PROTECTED_FILES = ('README.md', 'config.json', 'model.safetensors', 'pytorch_mod
 
 def _load_checkpoint_meta(path: Path) -> Dict[str, Any]:
     """The checkpoint's top-level non-tensor fields (epoch, arch, metric) and which state dicts it holds."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    if path.suffix == '.safetensors':
+        return {}
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # pickle, zip, EOF, KeyError on a text file...
+        raise unreadable_checkpoint(path, e) from e
     if not isinstance(ckpt, dict):
         return {}
     meta = {k: ckpt[k] for k in ('epoch', 'arch', 'metric') if k in ckpt}
@@ -41,7 +46,10 @@ def _load_checkpoint_meta(path: Path) -> Dict[str, Any]:
 
 def _best_row(summary: Path, args: Dict[str, Any], epoch: Optional[int]) -> Dict[str, float]:
     """summary.csv's row of the best epoch: the checkpoint's epoch, else the best ``eval_<eval_metric>``."""
-    rows = read_summary(summary)  # a resumed run's summary.csv repeats its header and redone epochs
+    try:
+        rows = read_summary(summary)  # a resumed run's summary.csv repeats its header and redone epochs
+    except (ValueError, KeyError) as e:
+        raise ValueError(f'{summary} is not a train.py summary.csv ({type(e).__name__}: {e}); fix or remove it') from e
     if not rows:
         raise ValueError(f'{summary} has no rows')
     if epoch is not None and int(epoch) in rows:
@@ -52,11 +60,29 @@ def _best_row(summary: Path, args: Dict[str, Any], epoch: Optional[int]) -> Dict
 
 
 def _dataset_name(args: Dict[str, Any]) -> Optional[str]:
+    """The dataset a run names (``torch/cifar10`` -> ``cifar10``); a folder dataset has no name (``--dataset``)."""
     ds = args.get('dataset') or ''
-    if '/' in ds:  # torch/cifar10, hfds/imagenet-1k, tfds/...
-        return ds.split('/', 1)[1]
-    data_dir = args.get('data_dir')
-    return Path(data_dir).name if data_dir else (ds or None)
+    return ds.split('/', 1)[1] if '/' in ds else None
+
+
+# args.yaml keys holding local paths: a card shows only their file names.
+PATH_KEYS = ('pretrained_path', 'initial_checkpoint', 'resume', 'data_dir', 'data', 'output', 'class_map')
+
+
+def _public_recipe(args: Dict[str, Any]) -> Dict[str, Any]:
+    """args.yaml without local paths (file names kept), for the card and the upload."""
+    return {k: (Path(str(v)).name if k in PATH_KEYS and v else v) for k, v in args.items()}
+
+
+def _read_args(path: Path) -> Dict[str, Any]:
+    import yaml
+    try:
+        args = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f'{path} is not valid YAML ({" ".join(str(e).split())}); fix or remove it') from e
+    if args is not None and not isinstance(args, dict):
+        raise ValueError(f'{path} is not a train.py args.yaml (a mapping of argument names to values)')
+    return args or {}
 
 
 def _create(model_name: str, state_dict: Dict[str, torch.Tensor], **kwargs: Any) -> nn.Module:
@@ -85,7 +111,6 @@ def load_publish_source(
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """The model and card fields of a train.py output folder, a checkpoint file or a converted Hub folder."""
     import timm
-    import yaml
     from timm.models import load_state_dict
 
     src = Path(source)
@@ -96,9 +121,16 @@ def load_publish_source(
         arch = model.pretrained_cfg['architecture']
         tag = _repo_tag(repo, arch) or model.pretrained_cfg.get('tag')
         entry = manifest_entry(f'{arch}.{tag}') or {}
-        info.update(tag=tag, metrics=entry.get('metrics'), source=entry.get('source') or {'file': src.name},
-                    dataset=dataset or entry.get('dataset'), license=entry.get('license', 'mit'),
-                    recipe_text=entry.get('recipe'))
+        # a folder `eca-timm convert` made from the released file: convert refuses any other file once the
+        # manifest knows the file's sha256; without a recorded sha256 nothing ties the folder to those numbers
+        released = bool((entry.get('source') or {}).get('sha256')) and model.pretrained_cfg.get('tag') == tag
+        if entry.get('metrics') and not released:
+            _logger.warning(f'{src}: hub/manifest.json has no sha256 tying it to {arch}.{tag}; its released metrics '
+                            f'are left out of the card')
+        info.update(tag=tag, metrics=entry.get('metrics') if released else None,
+                    source=(entry.get('source') if released else None) or {'file': src.name},
+                    dataset=dataset or (entry.get('dataset') if released else None),
+                    license=entry.get('license', 'mit'), recipe_text=entry.get('recipe') if released else None)
         info['label_names'] = model.pretrained_cfg.get('label_names')
         return model.eval(), info
 
@@ -108,7 +140,7 @@ def load_publish_source(
         if ckpt is None:
             raise FileNotFoundError(f'{src} has neither model_best.pth.tar nor last.pth.tar (nor config.json)')
         if (src / 'args.yaml').is_file():
-            args = yaml.safe_load((src / 'args.yaml').read_text()) or {}
+            args = _read_args(src / 'args.yaml')
     elif src.is_file():
         ckpt = src
     else:
@@ -124,12 +156,18 @@ def load_publish_source(
         kwargs['num_classes'] = args['num_classes']
     if args.get('in_chans') is not None or args.get('input_size'):  # train.py's rule: in_chans, else input_size[0]
         kwargs['in_chans'] = args['in_chans'] if args.get('in_chans') is not None else args['input_size'][0]
-    model = _create(name, load_state_dict(str(ckpt), use_ema=ema), **kwargs)
+    try:
+        state_dict = load_state_dict(str(ckpt), use_ema=ema)
+    except Exception as e:
+        raise unreadable_checkpoint(ckpt, e) from e
+    model = _create(name, state_dict, **kwargs)
     tag = _repo_tag(repo, name)
     entry = manifest_entry(f'{name}.{tag}') or {}
     sha = file_sha256(str(ckpt))
+    # the manifest's numbers describe one released file: they apply only to that exact file (sha256 known, equal)
+    released = (entry.get('source') or {}).get('sha256') == sha
     info.update(tag=tag, source={'file': ckpt.name, 'sha256': sha}, license=entry.get('license', 'mit'))
-    info['dataset'] = dataset or entry.get('dataset') or _dataset_name(args)
+    info['dataset'] = dataset or _dataset_name(args) or (entry.get('dataset') if released else None)
     if src.is_dir() and (src / 'summary.csv').is_file():
         # train.py's summary.csv evaluates the EMA weights when EMA runs on the device, else the model's.
         evaluated_ema = meta.get('has_ema', False) and not args.get('model_ema_force_cpu')
@@ -146,18 +184,39 @@ def load_publish_source(
                 f"({'drop --no-ema' if evaluated_ema else 'pass --no-ema'} to publish the evaluated weights).")
             _logger.warning(info['results_note'])
     elif entry.get('metrics'):
-        expected = (entry.get('source') or {}).get('sha256')
-        if expected in (None, sha):
+        if released:
             info['metrics'] = entry['metrics']
         else:
-            _logger.warning(f'{ckpt} is not the checkpoint hub/manifest.json lists for {name}.{tag} (sha256 differs): '
-                            f'its metrics are left out of the card')
+            _logger.warning(f'{ckpt} is not the file hub/manifest.json lists for {name}.{tag} (its sha256 is unknown '
+                            f'or differs): the released metrics are left out of the card')
     if args:
         from timm.data import resolve_data_config
-        info['recipe'] = args
+        info['recipe'] = _public_recipe(args)
         info['data_config'] = resolve_data_config(args, model=model)
     info['label_names'] = dataset_label_names(info['dataset'], model.num_classes, args)
     return model, info
+
+
+def check_repo_id(repo_id: str) -> None:
+    """huggingface_hub's own repo id check (``validate_repo_id``), plus the ORG/ a repo to publish to needs."""
+    from huggingface_hub.utils import validate_repo_id
+    validate_repo_id(repo_id)  # HFValidationError, a ValueError, says what to change
+    if '/' not in repo_id:
+        raise ValueError(f'--repo-id must be ORG/NAME (your user or organisation, then the repo name), got {repo_id!r}')
+
+
+def _hub_unreachable(error: BaseException) -> bool:
+    """True for the transport errors huggingface_hub lets through when the Hub cannot be reached."""
+    kinds = [ConnectionError, TimeoutError]
+    for module, names in (('httpx2', ('TransportError',)), ('httpx', ('TransportError',)),
+                          ('requests', ('ConnectionError', 'Timeout')),
+                          ('huggingface_hub.errors', ('OfflineModeIsEnabled',))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        kinds += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    return isinstance(error, tuple(kinds))
 
 
 def upload_folder(
@@ -169,6 +228,19 @@ def upload_folder(
         force: bool = False,
 ) -> Any:
     """Create the repo (and branch) if needed and upload ``folder``; existing card/weights need ``force``."""
+    try:
+        return _upload(folder, repo_id, private, revision, commit_message, force)
+    except Exception as e:
+        if _hub_unreachable(e):
+            raise ConnectionError(
+                f'the Hugging Face Hub cannot be reached (offline?) to upload {folder} to {repo_id} '
+                f'({type(e).__name__}: {" ".join(str(e).split())}); check the network and retry, or keep the folder '
+                f'(--dry-run --out DIR) and upload it later') from e
+        raise
+
+
+def _upload(folder: Path, repo_id: str, private: bool, revision: Optional[str], commit_message: Optional[str],
+            force: bool) -> Any:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RevisionNotFoundError
     api = HfApi(library_name='eca-timm', library_version=__version__)
@@ -211,10 +283,9 @@ def publish(
         raise ValueError('--dry-run writes the repo folder to --out DIR; pass --out')
     if dry_run and record:
         raise ValueError('--record lists published weights; drop --dry-run (or --record)')
-    if '/' not in repo_id:
-        raise ValueError(f'--repo-id must be ORG/NAME, got {repo_id!r}')
+    check_repo_id(repo_id)
     if out:
-        check_out_dir(Path(out), force)
+        check_out_dir(Path(out), force, sources=[Path(source)])
     model, info = load_publish_source(source, repo_id, model_name=model_name, use_ema=use_ema, dataset=dataset)
     if record:
         _check_record(model, info)
