@@ -159,19 +159,36 @@ def test_torchscript(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_fx_feature_extraction(name):
+    """timm's contract: fx graphs and eager give bit-equal outputs (the fused blocks are fx leaves), forward and
+    backward."""
     model = timm.create_model(name).eval()
     _, eval_nodes = get_graph_node_names(model)
     fx_model = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
     x = torch.randn(1, 3, SMALL, SMALL)
-    with torch.no_grad():  # fx traces the plain ECA ops, the model runs the fused ones: fp32 rounding apart
-        torch.testing.assert_close(next(iter(fx_model(x).values())), model(x), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(next(iter(fx_model(x).values())), model(x))
     torch.manual_seed(0)
     fx_feats = timm.create_model(name, features_only=True, feature_cls='fx').eval()
     torch.manual_seed(0)
     hook_feats = timm.create_model(name, features_only=True).eval()
     with torch.no_grad():
         for a, b in zip(fx_feats(x), hook_feats(x)):
-            torch.testing.assert_close(a, b)
+            assert torch.equal(a, b)
+    fx_feats.train()
+    hook_feats.train()
+    x2 = torch.randn(2, 3, SMALL, SMALL)
+    for feats in (fx_feats, hook_feats):
+        sum(f.float().square().mean() for f in feats(x2)).backward()
+    for (n, a), b in zip(fx_feats.named_parameters(), hook_feats.parameters()):
+        assert torch.equal(a.grad, b.grad), n
+
+
+@pytest.mark.parametrize('name', MODELS + ['eca_resnet18_cifar', 'resnet18_cifar'])
+def test_features_only_reloads_its_own_state_dict(name):
+    model = timm.create_model(name, features_only=True)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = model.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
 
 
 @pytest.mark.parametrize('name', ['eca_resnet50', 'eca_mobilenetv2'])

@@ -10,8 +10,9 @@ BatchNorm's own backward over it). ``bn_eca_residual`` computes the same values 
 - backward: BatchNorm's and ECA's gradients in closed form from two per-(sample, channel) sums of the incoming
   gradient, so the input gradient is one ``addcmul`` pair and only what BatchNorm keeps anyway (its input) is kept.
 
-Under torch.compile the same function is traced (out of place; the compiler fuses the passes). fx symbolic
-tracing, TorchScript and norm layers other than a plain BatchNorm take the plain ops; the values are the same.
+Under torch.compile the same function is traced (out of place; the compiler fuses the passes). The model families
+register their fused blocks as fx leaf modules (timm's feature extraction then runs them as in eager); tracing this
+function itself, TorchScript and norm layers other than a plain BatchNorm take the plain ops; the values are the same.
 
 On CUDA the step runs as Triton kernels instead (``_triton_kernels``, registered as torch.library ops in
 ``_fused_ops``): BatchNorm's statistics and ECA's pooled means in one read of the conv output, then one pass that

@@ -10,7 +10,8 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from timm.layers import DropPath, LayerType, create_classifier, get_act_layer, get_norm_act_layer
+from timm.layers import (DropPath, LayerType, create_classifier, get_act_layer, get_norm_act_layer,
+                         register_notrace_module)
 from timm.models import register_model, generate_default_cfgs
 from timm.models._efficientnet_builder import efficientnet_init_weights
 from timm.models.efficientnet import EfficientNet
@@ -27,6 +28,7 @@ MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2)
                       (6, 320, 1, 1))
 
 
+@register_notrace_module  # fx keeps the fused block whole: a traced graph runs eager's arithmetic
 class EcaInvertedResidual(nn.Module):
     """Inverted residual (1x1 expand, 3x3 depthwise, 1x1 project) with ECA after the projection BN."""
 

@@ -9,6 +9,7 @@ The blocks are timm's, with the last BN, ECA and the residual add run as one fus
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
+from timm.layers import register_notrace_module
 from timm.models import register_model, generate_default_cfgs
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
@@ -20,6 +21,8 @@ from ._state_dict import KeyMapping, StateDict, checkpoint_filter_fn
 __all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS', 'RESNET_KEYS']
 
 
+# fx (timm's feature extraction) keeps the fused blocks whole, so a traced graph runs the same arithmetic as eager
+@register_notrace_module
 class EcaBasicBlock(BasicBlock):
     """timm's ``BasicBlock`` with its ``.se`` ECA layer fused into the residual add (``bn_eca_residual``).
 
@@ -49,6 +52,7 @@ class EcaBasicBlock(BasicBlock):
         return x
 
 
+@register_notrace_module
 class EcaBottleneck(Bottleneck):
     """timm's ``Bottleneck`` with its ``.se`` ECA layer fused into the residual add (``bn_eca_residual``).
 
