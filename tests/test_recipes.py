@@ -19,7 +19,8 @@ def test_recipe_set_is_complete():
     expected = {f'imagenet/eca_resnet{d}_paper.yaml' for d in (18, 34, 50, 101, 152)}
     expected |= {'imagenet/eca_mobilenetv2_paper.yaml', 'imagenet/eca_resnet50_rsb_a2.yaml',
                  'fashion_mnist/eca_resnet18_cifar.yaml'}
-    expected |= {f'{ds}/{a}_resnet18.yaml' for ds in ('cifar10', 'cifar100') for a in ('none', 'se', 'cbam', 'eca')}
+    expected |= {f'{ds}/{a}_resnet18.yaml' for ds in ('cifar10', 'cifar100', 'fashion_mnist_study')
+                 for a in ('none', 'se', 'cbam', 'eca')}
     assert names == expected
 
 
@@ -98,3 +99,16 @@ def test_cli_reports_bad_recipe_before_training(tmp_path, timm_scripts, capsys):
     assert rc == 2
     assert "eca-timm run: error: recipe" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize('recipe', sorted(CONFIGS.glob('imagenet/*_paper.yaml')), ids=lambda p: p.stem)
+def test_paper_recipes_decay_every_parameter_like_main_py(recipe, timm_scripts):
+    """The official main.py decays all parameters (BatchNorm and biases too); timm's default skips them."""
+    from timm.optim import create_optimizer_v2, optimizer_kwargs
+    args = parse_train_args(timm_scripts / 'train.py', ['--config', str(recipe)]).args
+    assert args.opt_kwargs == {'filter_bias_and_bn': False}
+    assert 'weight decay on every parameter' in recipe.read_text()
+    model = timm.create_model(args.model, num_classes=10, device='meta')
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+    decays = [g['weight_decay'] for g in optimizer.param_groups for _ in g['params']]
+    assert len(decays) == len(list(model.parameters())) and set(decays) == {args.weight_decay}
