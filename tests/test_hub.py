@@ -89,7 +89,9 @@ def test_publish_train_folder_dry_run(tmp_path):
     out = tmp_path / 'eca_resnet18.c10'
     assert main(['publish', str(tmp_path / 'train' / '20261125-eca_resnet18'), '--repo-id', 'me/eca_resnet18.c10',
                  '--dry-run', '--out', str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors',
+                                                     'train_hparams.yaml']
+    assert yaml.safe_load((out / 'train_hparams.yaml').read_text())['lr'] == 0.1  # args.yaml, as timm uploads it
     weights = load_file(out / 'model.safetensors')
     ema = run['ema'].state_dict()
     assert weights.keys() == ema.keys() and all(torch.equal(weights[k], ema[k]) for k in ema)  # EMA preferred
@@ -265,7 +267,7 @@ def test_publish_uploads_through_hfapi(tmp_path, monkeypatch, checkout_hub):
     assert [c[0] for c in _FakeApi.calls] == ['create_repo', 'create_branch', 'list_repo_files', 'upload_folder']
     assert _FakeApi.calls[0][2]['private'] is True and _FakeApi.calls[1][2]['branch'] == 'v1'
     assert _FakeApi.calls[3][2] == {'revision': 'v1', 'commit_message': 'first weights',
-                                    'files': ['README.md', 'config.json', 'model.safetensors']}
+                                    'files': ['README.md', 'config.json', 'model.safetensors', 'train_hparams.yaml']}
 
     # the repo now has a card and weights: refused without --force, nothing uploaded
     monkeypatch.setattr(_FakeApi, 'calls', [])
@@ -374,3 +376,30 @@ def test_unpublished_repo_error_says_so(monkeypatch):
                                            r"weights are not on the Hub \(not published yet.*eca-timm convert "
                                            r"eca_mobilenetv2_k13\.pth\.tar --model eca_mobilenetv2 --out DIR"):
         timm.create_model('eca_mobilenetv2', pretrained=True)
+
+
+def test_card_front_matter_recipe_and_tags_follow_the_run(tmp_path):
+    """huggingface_hub's ModelCardData front matter; only the arguments that took effect; baselines are not
+    tagged eca-net; base_model when training started from pretrained weights; --license."""
+    run = tmp_path / 'run'
+    _train_folder(run, name='resnet18_cifar')
+    args = yaml.safe_load((run / 'args.yaml').read_text())
+    args.update(lr_base=0.1, decay_epochs=90, decay_rate=0.1, model_ema=False, model_ema_decay=0.9998,
+                pretrained=True)
+    (run / 'args.yaml').write_text(yaml.safe_dump(args))
+    out = tmp_path / 'repo'
+    main(['publish', str(run), '--repo-id', 'me/resnet18_cifar.c10', '--dry-run', '--out', str(out),
+          '--license', 'apache-2.0'])
+    meta = _front_matter(out / 'README.md')
+    assert meta['license'] == 'apache-2.0' and 'eca-net' not in meta['tags'] and 'timm' in meta['tags']
+    assert 'base_model' not in meta  # resnet18_cifar has no pretrained weights to start from
+    card = (out / 'README.md').read_text()
+    recipe = card.split('## Training recipe')[1].split('##')[0]
+    assert '- lr: `0.1`' in recipe and '- sched: `cosine`' in recipe
+    for gone in ('lr_base', 'decay_epochs', 'decay_rate', 'model_ema_decay'):
+        assert gone not in recipe, gone
+    assert 'a baseline of the eca-timm attention study (no ECA)' in card
+
+    from eca_timm.weights.publish import _base_model
+    assert _base_model('eca_resnet50', {'pretrained': True}) == timm.models.get_pretrained_cfg('eca_resnet50').hf_hub_id
+    assert _base_model('eca_resnet50', {'pretrained': False}) is None

@@ -27,6 +27,7 @@ from .scripts import fetch_scripts
 __all__ = ['RECIPE', 'quickstart']
 
 RECIPE = 'fashion_mnist/eca_resnet18_cifar.yaml'  # in train_configs/, shipped in the package
+FASHION_MNIST_HUB_ID = 'zalando-datasets/fashion_mnist'  # the card's dataset
 
 
 def _step(n: int, text: str) -> float:
@@ -91,7 +92,8 @@ def _quickstart(out: Path, epochs: Optional[int], scripts_dir: Optional[os.PathL
     _step(5, 'eca-timm publish --dry-run, reload with local-dir:, validate.py')
     hub = out / 'hub'
     subprocess.run([sys.executable, '-m', 'eca_timm.cli', 'publish', str(run_dir), '--repo-id',
-                    f'local/{args["model"]}.fashion_mnist_quickstart', '--dry-run', '--out', str(hub)], check=True)
+                    f'local/{args["model"]}.fashion_mnist_quickstart', '--dataset', FASHION_MNIST_HUB_ID, '--dry-run',
+                    '--out', str(hub)], check=True)
     result['reloaded_top1'] = _validate(scripts, ['--model', f'local-dir:{hub}'] + model_args, data,
                                         out / 'validate_reloaded.json')
 

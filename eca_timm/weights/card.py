@@ -8,7 +8,7 @@ from torch import nn
 
 from ..models._pretrained import hub_data
 
-__all__ = ['RECIPE_KEYS', 'render_model_card']
+__all__ = ['RECIPE_KEYS', 'effective_recipe', 'render_model_card']
 
 # train.py arguments a card lists under "Training recipe" (from args.yaml).
 RECIPE_KEYS = (
@@ -28,24 +28,40 @@ def _compute(model: nn.Module, img_size: int) -> Tuple[int, float]:
     return params, counter.get_total_flops() / 2e9
 
 
-def _card_metadata(name: str, license: str, dataset: Optional[str], metrics: Optional[Dict[str, Any]]) -> str:
-    import yaml
-    meta: Dict[str, Any] = {
-        'tags': ['image-classification', 'timm', 'eca-timm', 'eca-net'],
-        'library_name': 'timm', 'pipeline_tag': 'image-classification', 'license': license,
-    }
-    if dataset:
-        meta['datasets'] = [dataset]
+def _card_metadata(name: str, license: str, dataset: Optional[str], metrics: Optional[Dict[str, Any]], eca: bool,
+                   base_model: Optional[str]) -> str:
+    """The card's YAML front matter, from huggingface_hub's ``ModelCardData`` (the model-index from ``EvalResult``)."""
+    from huggingface_hub import EvalResult, ModelCardData
+    eval_results = None
     if metrics:
-        meta['model-index'] = [{'name': name, 'results': [{
-            'task': {'type': 'image-classification', 'name': 'Image Classification'},
-            'dataset': {'type': dataset or 'custom', 'name': dataset or 'custom', 'split': 'validation'},
-            'metrics': [
-                {'type': 'accuracy', 'name': 'Top-1 Accuracy', 'value': float(metrics['top1'])},
-                {'type': 'accuracy', 'name': 'Top-5 Accuracy', 'value': float(metrics['top5'])},
-            ],
-        }]}]
-    return yaml.safe_dump(meta, sort_keys=False)
+        eval_results = [EvalResult(
+            task_type='image-classification', task_name='Image Classification', dataset_type=dataset or 'custom',
+            dataset_name=dataset or 'custom', dataset_split='validation', metric_type='accuracy',
+            metric_name=f'Top-{k} Accuracy', metric_value=float(metrics[f'top{k}'])) for k in (1, 5)]
+    data = ModelCardData(
+        library_name='timm', pipeline_tag='image-classification', license=license,
+        tags=['image-classification', 'timm', 'eca-timm'] + (['eca-net'] if eca else []),
+        datasets=[dataset] if dataset else None, base_model=base_model,
+        model_name=name if eval_results else None, eval_results=eval_results)
+    return data.to_yaml() + '\n'
+
+
+def effective_recipe(recipe: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``RECIPE_KEYS`` of args.yaml that took effect in train.py: no ``lr_base`` when ``lr`` was given, no
+    step-schedule keys under another schedule, no EMA decay without EMA, no unset values."""
+    out = {k: recipe[k] for k in RECIPE_KEYS if recipe.get(k) not in (None, '')}
+    if out.get('lr') is not None:
+        out.pop('lr_base', None)
+    if out.get('sched') not in ('step', 'multistep'):
+        out.pop('decay_epochs', None)
+        if out.get('sched') != 'plateau':  # plateau decays by decay_rate too
+            out.pop('decay_rate', None)
+    if not out.get('model_ema'):
+        out.pop('model_ema_decay', None)
+    for k in ('mixup', 'cutmix', 'reprob', 'drop', 'drop_path', 'smoothing'):
+        if out.get(k) == 0:
+            out.pop(k)
+    return out
 
 
 def render_model_card(
@@ -59,6 +75,7 @@ def render_model_card(
         recipe_text: Optional[str] = None,
         results_note: Optional[str] = None,
         input_size: Optional[Tuple[int, int, int]] = None,
+        base_model: Optional[str] = None,
 ) -> str:
     """The README.md of a Hub repo, from ``hub/model_card.md``: YAML metadata, details, usage, results, citation."""
     cfg = model.pretrained_cfg
@@ -66,7 +83,7 @@ def render_model_card(
     params, gmacs = _compute(model, input_size[-1])
     name = repo_id.split('/')[-1]
     if recipe:
-        recipe_md = '\n'.join(f'- {k}: `{recipe[k]}`' for k in RECIPE_KEYS if recipe.get(k) not in (None, ''))
+        recipe_md = '\n'.join(f'- {k}: `{v}`' for k, v in effective_recipe(recipe).items())
         recipe_md = f'timm `train.py` arguments (from args.yaml):\n\n{recipe_md}'
     else:
         recipe_md = recipe_text or 'Not recorded.'
@@ -81,13 +98,19 @@ def render_model_card(
     if source:
         src = f"`{source.get('file', '?')}`" + (f" (sha256 `{source['sha256']}`)" if source.get('sha256') else '')
         src += f", {source['url']}" if source.get('url') else ''
-    description = (
-        f'ECA-Net image classification weights for `{model.pretrained_cfg.get("architecture")}`, for timm via the '
-        f'`eca_timm` plugin. ECA (Efficient Channel Attention) gates each residual block\'s channels with a 1-D '
-        f'convolution over the pooled channel descriptor.')
+    eca = bool(getattr(model, 'eca_kernel_sizes', None))
+    if eca:
+        description = (
+            f'ECA-Net image classification weights for `{cfg.get("architecture")}`, for timm via the `eca_timm` '
+            f'plugin. ECA (Efficient Channel Attention) gates each residual block\'s channels with a 1-D convolution '
+            f'over the pooled channel descriptor.')
+    else:
+        description = (
+            f'Image classification weights for `{cfg.get("architecture")}`, a baseline of the eca-timm attention '
+            f'study (no ECA), for timm via the `eca_timm` plugin.')
     template = string.Template((hub_data() / 'model_card.md').read_text(encoding='utf-8'))
     return template.substitute(
-        metadata=_card_metadata(name, license, dataset, metrics), repo_name=name, repo_id=repo_id,
+        metadata=_card_metadata(name, license, dataset, metrics, eca, base_model), repo_name=name, repo_id=repo_id,
         description=description, architecture=cfg.get('architecture'),
         kernel_sizes=', '.join(map(str, getattr(model, 'eca_kernel_sizes', ()))) or 'none (a study baseline)',
         params_m=f'{params / 1e6:.2f}',

@@ -8,7 +8,7 @@ from torch import nn
 from .._io import atomic_dir, atomic_write
 from .._resources import checkout_dir
 from ..models._pretrained import load_manifest, metrics_line
-from .card import RECIPE_KEYS, render_model_card
+from .card import effective_recipe, render_model_card
 
 __all__ = ['check_out_dir', 'dataset_label_names', 'record_in_manifest', 'write_hub_folder']
 
@@ -47,6 +47,7 @@ def write_hub_folder(
         results_note: Optional[str] = None,
         label_names: Optional[List[str]] = None,
         data_config: Optional[Dict[str, Any]] = None,
+        base_model: Optional[str] = None,
         force: bool = False,
 ) -> Path:
     """Write model.safetensors, timm's config.json and README.md to ``out`` via a temp folder and a rename; an
@@ -72,8 +73,11 @@ def write_hub_folder(
                 safe_serialization=True, data_config=data_config)
             (tmp / 'README.md').write_text(render_model_card(
                 model, repo_id, metrics=metrics, dataset=dataset, license=license, source=source, recipe=recipe,
-                recipe_text=recipe_text, results_note=results_note,
-                input_size=(data_config or {}).get('input_size')), encoding='utf-8')
+                recipe_text=recipe_text, results_note=results_note, input_size=(data_config or {}).get('input_size'),
+                base_model=base_model), encoding='utf-8')
+            if recipe:  # the run's arguments, as timm uploads them
+                import yaml
+                (tmp / 'train_hparams.yaml').write_text(yaml.safe_dump(recipe, sort_keys=False), encoding='utf-8')
     finally:
         model.pretrained_cfg = source_cfg
     return out
@@ -138,7 +142,7 @@ def record_in_manifest(repo: str, model: nn.Module, info: Dict[str, Any]) -> str
     if info.get('recipe'):
         recipe = info['recipe']
         entry['recipe'] = 'timm train.py: ' + ', '.join(
-            f'{k}={recipe[k]}' for k in RECIPE_KEYS if recipe.get(k) not in (None, ''))
+            f'{k}={v}' for k, v in effective_recipe(recipe).items())
     elif info.get('recipe_text'):
         entry['recipe'] = info['recipe_text']
     manifest['weights'][f'{arch}.{tag}'] = entry

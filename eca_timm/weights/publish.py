@@ -74,6 +74,15 @@ def _public_recipe(args: Dict[str, Any]) -> Dict[str, Any]:
     return {k: (Path(str(v)).name if k in PATH_KEYS and v else v) for k, v in args.items()}
 
 
+def _base_model(name: str, args: Dict[str, Any]) -> Optional[str]:
+    """The Hub repo a run started from (train.py ``--pretrained``: the model's default pretrained tag), if any."""
+    if not args.get('pretrained'):
+        return None
+    import timm
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
+
+
 def _read_args(path: Path) -> Dict[str, Any]:
     import yaml
     try:
@@ -192,6 +201,7 @@ def load_publish_source(
     if args:
         from timm.data import resolve_data_config
         info['recipe'] = _public_recipe(args)
+        info['base_model'] = _base_model(name, args)
         info['data_config'] = resolve_data_config(args, model=model)
     info['label_names'] = dataset_label_names(info['dataset'], model.num_classes, args)
     return model, info
@@ -274,6 +284,7 @@ def publish(
         model_name: Optional[str] = None,
         dataset: Optional[str] = None,
         record: bool = False,
+        license: Optional[str] = None,
 ) -> Path:
     """Build the Hub folder of ``source`` (in ``out`` or a temp folder) and, unless ``dry_run``, upload it.
 
@@ -290,7 +301,8 @@ def publish(
     if record:
         _check_record(model, info)
     fields = dict(tag=info.get('tag'), metrics=info.get('metrics'), dataset=info.get('dataset'),
-                  license=info.get('license', 'mit'), source=info.get('source'), recipe=info.get('recipe'),
+                  license=license or info.get('license', 'mit'), source=info.get('source'), recipe=info.get('recipe'),
+                  base_model=info.get('base_model'),
                   recipe_text=info.get('recipe_text'), results_note=info.get('results_note'),
                   label_names=info.get('label_names'),
                   data_config=info.get('data_config'))
@@ -312,7 +324,7 @@ def _run(args: argparse.Namespace) -> int:
     where = publish(
         args.source, args.repo_id, out=args.out, dry_run=args.dry_run, private=args.private, revision=args.revision,
         commit_message=args.commit_message, force=args.force, use_ema=not args.no_ema, model_name=args.model,
-        dataset=args.dataset, record=args.record)
+        dataset=args.dataset, record=args.record, license=args.license)
     print(f'{"wrote" if args.dry_run else "published"} {where}' + ('' if args.dry_run else f' ({args.repo_id})'))
     return 0
 
@@ -331,7 +343,10 @@ def register(subparsers: Any) -> None:
     p.add_argument('--force', action='store_true', help='replace an existing --out folder or card/weights on the Hub')
     p.add_argument('--no-ema', action='store_true', help='publish state_dict, not state_dict_ema')
     p.add_argument('--model', default=None, help='model name when the checkpoint does not record it')
-    p.add_argument('--dataset', default=None, help='Hub dataset id for the card (default: from args.yaml)')
+    p.add_argument('--dataset', default=None,
+                   help="Hub dataset id for the card (default: args.yaml's --dataset name, e.g. cifar10 for "
+                        "torch/cifar10; a folder dataset has none)")
+    p.add_argument('--license', default=None, help="the weights' license (default: mit, or the manifest's)")
     p.add_argument('--record', action='store_true',
                    help='list the weights as pretrained tag <model>.<tag> in hub/manifest.json (source checkout)')
     p.set_defaults(func=_run)
