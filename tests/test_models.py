@@ -278,3 +278,18 @@ def test_kernel_sizes_from_train_py_model_kwargs(arg, expected):
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=timm.utils.ParseKwargs)
     kwargs = parser.parse_args(['--model-kwargs', arg]).model_kwargs
     assert timm.create_model('eca_resnet50', device='meta', **kwargs).eca_kernel_sizes == expected
+
+
+def test_no_plugin_name_shadows_a_timm_model(tmp_path):
+    """timm's registry before the plugin is imported shares no name with the plugin's models and study models."""
+    import json
+    import subprocess
+    import sys
+    code = ('import json, timm\nbefore = set(timm.list_models())\nimport eca_timm\n'
+            'ours = timm.list_models(module=list(eca_timm.MODEL_MODULES + eca_timm.STUDY_MODULES))\n'
+            'print(json.dumps({"before": sorted(before), "ours": ours}))\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = json.loads(proc.stdout.splitlines()[-1])
+    assert len(names['ours']) == 10
+    assert set(names['ours']).isdisjoint(names['before'])
