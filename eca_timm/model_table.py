@@ -8,6 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import MODEL_MODULES
+from .models._pretrained import is_published
 
 __all__ = ['model_names', 'model_info', 'format_table']
 
@@ -29,7 +30,8 @@ def model_info(name: str, img_size: int = 224) -> Dict[str, Any]:
         'gflops': flops / 1e9,
         'gmacs': flops / 2e9,
         'eca_kernel_sizes': list(model.eca_kernel_sizes),
-        'pretrained_tags': [t.split('.', 1)[1] for t in timm.list_models(name, include_tags=True) if '.' in t],
+        'pretrained_tags': {t.split('.', 1)[1]: 'published' if is_published(t) else 'unpublished'
+                            for t in timm.list_models(name, include_tags=True) if '.' in t},
     }
 
 
@@ -39,7 +41,8 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['params']:,} | {r['gflops']:.2f} | {r['gmacs']:.2f} | "
-            f"{','.join(map(str, r['eca_kernel_sizes']))} | {', '.join(r['pretrained_tags']) or '-'} |")
+            f"{','.join(map(str, r['eca_kernel_sizes']))} | "
+            f"{', '.join(f'{t} ({state})' for t, state in r['pretrained_tags'].items()) or '-'} |")
     return '\n'.join(lines)
 
 

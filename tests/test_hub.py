@@ -72,16 +72,30 @@ def _train_folder(path: Path, name: str = 'eca_resnet18', num_classes: int = 10,
     return {'model': model, 'ema': ema, 'best': rows[1]}
 
 
-def test_manifest_generates_registry_cfgs():
+def test_manifest_generates_registry_cfgs(monkeypatch):
+    """Unpublished tags stay registered (data config, released metrics) but timm does not advertise weights for
+    them; a published tag (or one under $ECA_TIMM_HUB_ORG, an organisation that published it) gets its repo."""
+    monkeypatch.delenv(_pretrained.HUB_ORG_ENV, raising=False)
     manifest = _pretrained.load_manifest()
     for name, (top1, top5) in RELEASED_METRICS.items():
         tag = f'{name}.official_in1k'
         cfg = timm.get_pretrained_cfg(tag)
         entry = manifest['weights'][tag]
-        assert cfg.hf_hub_id == f"{os.environ.get(_pretrained.HUB_ORG_ENV) or manifest['org']}/{entry['repo']}"
+        assert entry['published'] is False and cfg.hf_hub_id is None
         assert (entry['metrics']['top1'], entry['metrics']['top5']) == (top1, top5)
         assert f'top-1 {top1:.2f}, top-5 {top5:.2f}' in cfg.description
-        assert tag in timm.list_models(name, pretrained=True, include_tags=True)
+        assert tag in timm.list_models(name, include_tags=True)
+        assert tag not in timm.list_pretrained(f'{name}*') and not timm.is_model_pretrained(name)
+        assert _pretrained.pretrained_cfgs([name])[tag].get('hf_hub_id') is None
+    monkeypatch.setenv(_pretrained.HUB_ORG_ENV, 'my-org')
+    cfg = _pretrained.pretrained_cfgs(['eca_resnet50'])['eca_resnet50.official_in1k']
+    assert cfg['hf_hub_id'] == 'my-org/eca_resnet50.official_in1k'
+
+
+def test_unpublished_weights_error_names_the_release_file():
+    with pytest.raises(RuntimeError, match=r"eca_resnet50\.official_in1k: these weights are not published .* "
+                                           r"pretrained_cfg_overlay=dict\(file='eca_resnet50_k3557\.pth\.tar'\)"):
+        timm.create_model('eca_resnet50', pretrained=True)
 
 
 def test_publish_train_folder_dry_run(tmp_path):
@@ -372,10 +386,12 @@ def test_unpublished_repo_error_says_so(monkeypatch):
                                       response=SimpleNamespace(headers={}, request=None))
     monkeypatch.setattr(timm.models._builder, 'load_state_dict_from_hf', not_found)
     with pytest.raises(RuntimeError, match=r"eca_mobilenetv2\.official_in1k: no usable pretrained weights from Hugging "
-                                           r"Face Hub repo '[\w-]+/eca_mobilenetv2\.official_in1k': the repo or its "
+                                           r"Face Hub repo 'some-org/eca_mobilenetv2\.official_in1k': the repo or its "
                                            r"weights are not on the Hub \(not published yet.*eca-timm convert "
                                            r"eca_mobilenetv2_k13\.pth\.tar --model eca_mobilenetv2 --out DIR"):
-        timm.create_model('eca_mobilenetv2', pretrained=True)
+        # a tag published under an organisation (ECA_TIMM_HUB_ORG) whose repo is missing
+        timm.create_model('eca_mobilenetv2', pretrained=True,
+                          pretrained_cfg_overlay=dict(hf_hub_id='some-org/eca_mobilenetv2.official_in1k'))
 
 
 def test_card_front_matter_recipe_and_tags_follow_the_run(tmp_path):

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from .._resources import HUB_DATA, data_file
 
-__all__ = ['HUB_ORG_ENV', 'LOAD_ERRORS', 'hub_data', 'hub_org', 'load_manifest', 'manifest_entry', 'metrics_line',
+__all__ = ['HUB_ORG_ENV', 'LOAD_ERRORS', 'hub_data', 'hub_org', 'is_published', 'load_manifest', 'manifest_entry', 'metrics_line',
            'pretrained_cfgs', 'pretrained_load_error', 'repo_id']
 
 HUB_ORG_ENV = 'ECA_TIMM_HUB_ORG'
@@ -48,6 +48,12 @@ def repo_id(model_tag: str) -> str:
     return repo if '/' in repo else f'{hub_org()}/{repo}'
 
 
+def is_published(model_tag: str) -> bool:
+    """Whether ``'<model>.<tag>'`` has weights on the Hub: the manifest says so (``published``), or
+    ``$ECA_TIMM_HUB_ORG`` names an organisation that published the tags itself."""
+    return bool((manifest_entry(model_tag) or {}).get('published')) or bool(os.environ.get(HUB_ORG_ENV))
+
+
 def metrics_line(metrics: Dict[str, Any]) -> str:
     return f"top-1 {metrics['top1']:.2f}, top-5 {metrics['top5']:.2f}"
 
@@ -55,7 +61,9 @@ def metrics_line(metrics: Dict[str, Any]) -> str:
 def pretrained_cfgs(architectures: Iterable[str]) -> Dict[str, Dict[str, Any]]:
     """Manifest tags of ``architectures`` as timm pretrained cfg fields, keyed ``'<model>.<tag>'``.
 
-    Architectures without a tag get an untagged entry, so timm still finds their data config.
+    Only published tags get an ``hf_hub_id``: the others stay registered (their data config, ``pretrained_cfg_overlay=
+    dict(file=...)``) but ``timm.list_pretrained()`` does not advertise them. Architectures without a tag get an
+    untagged entry, so timm still finds their data config.
     """
     architectures = list(architectures)
     cfgs: Dict[str, Dict[str, Any]] = {}
@@ -63,7 +71,7 @@ def pretrained_cfgs(architectures: Iterable[str]) -> Dict[str, Dict[str, Any]]:
         arch = model_tag.split('.', 1)[0]
         if arch not in architectures:
             continue
-        cfg: Dict[str, Any] = {'hf_hub_id': repo_id(model_tag)}
+        cfg: Dict[str, Any] = {'hf_hub_id': repo_id(model_tag)} if is_published(model_tag) else {}
         if entry.get('license'):
             cfg['license'] = entry['license']
         if entry.get('metrics'):
@@ -112,6 +120,15 @@ def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseExcep
             f"`eca-timm publish DIR --repo-id {repo}`; or load a file directly with "
             f"pretrained_cfg_overlay=dict(file='{src}'), or a converted folder with "
             f"timm.create_model('local-dir:DIR').")
+    entry = manifest_entry(name)
+    if not load_from and entry is not None:  # a manifest tag whose weights are not published yet
+        src = (entry.get('source') or {}).get('file', 'CHECKPOINT')
+        where = (entry.get('source') or {}).get('url', 'its release page')
+        return RuntimeError(
+            f"{name}: these weights are not published on the Hugging Face Hub yet (hub/manifest.json). Load the "
+            f"release file directly: timm.create_model('{variant}', pretrained=True, "
+            f"pretrained_cfg_overlay=dict(file='{src}')) (download it from {where}), or convert it once with "
+            f"`eca-timm convert {src} --model {variant} --out DIR` and use timm.create_model('local-dir:DIR').")
     return RuntimeError(
         f"{name}: could not load pretrained weights from {load_from or 'nowhere'} {loc!r} ({cause}). "
         f"Pass a readable checkpoint (pretrained_cfg_overlay=dict(file=...)), a converted folder "

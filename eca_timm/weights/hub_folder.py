@@ -132,7 +132,8 @@ def record_in_manifest(repo: str, model: nn.Module, info: Dict[str, Any]) -> str
     path, arch, tag = _check_record(model, info)
     manifest = json.loads(path.read_text(encoding='utf-8'))
     org, name = repo.split('/', 1)
-    entry: Dict[str, Any] = {'repo': name if org == manifest['org'] else repo, 'license': info.get('license', 'mit')}
+    entry: Dict[str, Any] = {'repo': name if org == manifest['org'] else repo, 'published': True,
+                             'license': info.get('license', 'mit')}
     if info.get('dataset'):
         entry['dataset'] = info['dataset']
     if info.get('source'):
