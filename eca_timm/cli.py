@@ -15,9 +15,9 @@ from . import bench, model_table
 from ._version import __version__
 from .detection import command as detection_command
 from .train import quickstart, run, scripts, study
-from .weights import convert, publish
+from .weights import convert, publish, release
 
-COMMANDS = (model_table, run, scripts, study, quickstart, convert, publish, bench, detection_command)
+COMMANDS = (model_table, run, scripts, study, quickstart, convert, publish, release, bench, detection_command)
 # What a command raises for bad input (ImportError: an optional extra such as pycocotools is missing).
 USER_ERRORS: Tuple[type, ...] = (ValueError, OSError, ImportError)
 
