@@ -293,3 +293,34 @@ def test_no_plugin_name_shadows_a_timm_model(tmp_path):
     names = json.loads(proc.stdout.splitlines()[-1])
     assert len(names['ours']) == 10
     assert set(names['ours']).isdisjoint(names['before'])
+
+
+STUDY_MODELS = timm.list_models(module=list(eca_timm.STUDY_MODULES))
+
+
+@pytest.mark.parametrize('name', STUDY_MODELS)
+def test_study_models_keep_timms_model_contract(name):
+    """The attention study's CIFAR-stem models (ECA, SE, CBAM, none): forward/backward, default cfg, TorchScript,
+    fx (bit-equal, forward and backward), features_only and forward_intermediates."""
+    cfg = timm.get_pretrained_cfg(name)
+    x = torch.randn(2, *cfg.input_size)
+    model = timm.create_model(name, zero_init_last=False).train()
+    model(x).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert tuple(model.forward_features(x).shape[2:]) == tuple(cfg.pool_size)
+        scriptable = timm.create_model(name, scriptable=True).eval()
+        torch.testing.assert_close(torch.jit.script(scriptable)(x), scriptable(x))
+        final, inter = model.forward_intermediates(x)
+        assert len(inter) == len(model.feature_info)
+    torch.manual_seed(0)
+    fx_feats = timm.create_model(name, features_only=True, feature_cls='fx').train()
+    torch.manual_seed(0)
+    hook_feats = timm.create_model(name, features_only=True).train()
+    outs = [feats(x) for feats in (fx_feats, hook_feats)]
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    for o in outs:
+        sum(f.square().mean() for f in o).backward()
+    for a, b in zip(fx_feats.parameters(), hook_feats.parameters()):
+        assert torch.equal(a.grad, b.grad)
