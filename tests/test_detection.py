@@ -248,14 +248,15 @@ def _read_summary(path):
 
 def test_train_eval_predict_on_shapes(shapes, tmp_path):
     images, ann = shapes
-    out = str(tmp_path / 'run')
+    out = str(tmp_path / 'output' / 'shapes')  # the run folder: --output/--experiment
     small = ['--model', 'maskrcnn_eca_resnet18_fpn', '--min-size', '64', '--max-size', '96', '--model-kwargs',
              'fpn_channels=32', 'box_batch_size_per_image=16', 'rpn_batch_size_per_image=64',
              'rpn_pre_nms_top_n_train=200', 'rpn_post_nms_top_n_train=100',
              "backbone_kwargs={'channels': (16, 32, 64, 128)}"]
     common = ['--train-images', images, '--train-ann', ann, '--val-images', images, '--val-ann', ann,
               '--batch-size', '2', '--lr', '0.01', '--lr-base-batch', '2', '--warmup-iters', '20', '--lr-steps', '15',
-              '--workers', '0', '--eval-interval', '0', '--device', 'cpu', '--output', out]
+              '--workers', '0', '--eval-interval', '0', '--device', 'cpu', '--output', str(tmp_path / 'output'),
+              '--experiment', 'shapes']
     # 20 epochs x 8 iterations = 160 steps. lr 0.01: from random init 0.02 sat at the edge of divergence (loss
     # spikes, then NaN, depending on the thread count and on float32 rounding of any op)
     assert main(['detect', 'train', *small, *common, '--epochs', '20']) == 0
@@ -290,7 +291,7 @@ def test_train_eval_predict_on_shapes(shapes, tmp_path):
         main(['detect', 'eval', '--checkpoint', os.path.join(out, 'last.pth'), '--val-images', images,
               '--val-ann', str(more_ann), '--device', 'cpu'])
 
-    # resume: one more epoch continues the schedule
+    # resume: one more epoch continues the schedule, in the same run folder
     assert main(['detect', 'train', *small, *common, '--epochs', '21', '--resume', os.path.join(out, 'last.pth')]) == 0
     summary = _read_summary(os.path.join(out, 'summary.csv'))
     assert [int(r['epoch']) for r in summary] == list(range(21))
@@ -304,13 +305,15 @@ def test_train_eval_predict_on_shapes(shapes, tmp_path):
                  '--output-dir', vis, '--device', 'cpu']) == 0
     with open(os.path.join(vis, 'predictions.json')) as f:
         predictions = json.load(f)
-    assert sorted(predictions) == [os.path.join(vis, '000.png'), os.path.join(vis, '001.png')]
+    assert [(p['image'], p['output']) for p in predictions['predictions']] == [(picks[0], '000.png'),
+                                                                               (picks[1], '001.png')]
+    assert predictions['failed'] == [] and predictions['score_threshold'] == 0.5
     n_boxes = 0
-    for png, dets in predictions.items():
-        drawn = np.asarray(Image.open(png).convert('RGB'))
-        original = np.asarray(Image.open(os.path.join(images, os.path.basename(png))).convert('RGB'))
+    for pred in predictions['predictions']:
+        drawn = np.asarray(Image.open(os.path.join(vis, pred['output'])).convert('RGB'))
+        original = np.asarray(Image.open(pred['image']).convert('RGB'))
         assert drawn.shape == original.shape and not np.array_equal(drawn, original)
-        for det in dets:
+        for det in pred['detections']:
             x0, y0, x1, y1 = (int(v) for v in det['box'])
             ym = (y0 + y1) // 2
             color = label_color(det['label'])
@@ -372,5 +375,5 @@ def test_class_count_mismatch(shapes, tmp_path):
     images, ann = shapes
     with pytest.raises(ValueError, match=r'category ids up to 2 but the model has num_classes=2 .*use num_classes=3'):
         main(['detect', 'train', '--model', 'fasterrcnn_eca_resnet18_fpn', '--train-images', images, '--train-ann', ann,
-              '--num-classes', '2', '--device', 'cpu', '--output', str(tmp_path / 'run')])
-    assert not (tmp_path / 'run').exists()  # failed before writing anything
+              '--num-classes', '2', '--device', 'cpu', '--output', str(tmp_path / 'output')])
+    assert not (tmp_path / 'output').exists()  # failed before writing anything

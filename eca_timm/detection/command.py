@@ -1,5 +1,8 @@
 """``eca-timm detect train|eval|predict``: COCO-format training, COCO AP evaluation and drawn predictions.
 
+Each training run writes to its own folder under ``--output`` (``run_folder``: named as timm's train.py does);
+``--resume`` continues a run in its folder. Bad options and data are refused before any file is written.
+
 Training options come from ``DEFAULTS``, then a recipe (``--config`` YAML whose keys are the option names with
 underscores), then the command line. ``torchrun --nproc-per-node N -m eca_timm.cli detect train ...`` trains
 on N GPUs (torch.distributed initialised from the environment, one process per GPU).
@@ -8,23 +11,24 @@ import argparse
 import json
 import logging
 import os
-import pickle
 from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
-from PIL import Image
 from timm.utils import ParseKwargs, random_seed, update_summary
 from timm.utils.distributed import init_distributed_device_so
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
-from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .._io import atomic_write
 from .data import check_num_classes, collate_detection, load_coco_detection
-from .draw import draw_detections, write_png
-from .engine import coco_evaluate, gather_results, predict_coco_results, save_checkpoint, train_one_epoch
-from .models import DETECTION_MODELS, create_detection_model
+from .engine import (
+    coco_evaluate, gather_results, load_checkpoint, load_detector, predict_coco_results, save_checkpoint,
+    train_one_epoch)
+from .models import DETECTION_MODELS, check_detector_kwargs, create_detection_model
+from .predict import predict
+from .run_folder import check_resumed_summary, make_run_folder, plan_run_folder
 
 __all__ = ['DEFAULTS', 'register', 'train', 'evaluate', 'predict', 'load_detector']
 
@@ -39,7 +43,7 @@ DEFAULTS: Dict[str, Any] = dict(
     data_dir=None, train_images=None, train_ann=None, val_images=None, val_ann=None,
     epochs=12, batch_size=2, lr=0.01, lr_base_batch=8, momentum=0.9, weight_decay=1e-4, lr_steps=[8, 11],
     lr_gamma=0.1, warmup_iters=500, warmup_factor=0.001, amp=False,
-    workers=4, log_interval=20, eval_interval=1, seed=42, output='output/detection', resume=None,
+    workers=4, log_interval=20, eval_interval=1, seed=42, output='output/detection', experiment=None, resume=None,
     device='cuda' if torch.cuda.is_available() else 'cpu',
 )
 
@@ -86,27 +90,16 @@ def _model_config(args: argparse.Namespace, num_classes: int) -> Dict[str, Any]:
                 kwargs=dict(min_size=args.min_size, max_size=args.max_size, **kwargs))
 
 
-def _load_checkpoint(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Checkpoint {path!r} not found')
+def _build_model(args: argparse.Namespace, model_config: Dict[str, Any]) -> nn.Module:
+    """The detector of the options; an unknown detector or backbone argument is a one-line error (ValueError)."""
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f'{path!r} is not a readable PyTorch checkpoint ({e.__class__.__name__}): '
-                         f'pass the last.pth written by `eca-timm detect train`') from e
-    if not isinstance(ckpt, dict) or 'model_config' not in ckpt:
-        raise ValueError(f'{path!r} is not an `eca-timm detect train` checkpoint (no model_config)')
-    return ckpt
-
-
-def load_detector(checkpoint: str, device: torch.device) -> tuple:
-    """Detector and checkpoint dict of a ``detect train`` checkpoint."""
-    ckpt = _load_checkpoint(checkpoint)
-    cfg = ckpt['model_config']
-    model = create_detection_model(cfg['name'], num_classes=cfg['num_classes'], frozen_bn=cfg['frozen_bn'],
-                                   **cfg['kwargs'])
-    model.load_state_dict(ckpt['model'])
-    return model.to(device).eval(), ckpt
+        return create_detection_model(
+            args.model, num_classes=model_config['num_classes'],
+            weights_backbone=_weights_backbone(args.weights_backbone),
+            trainable_backbone_layers=args.trainable_backbone_layers, frozen_bn=model_config['frozen_bn'],
+            **model_config['kwargs'])
+    except TypeError as e:  # the options build the model: its TypeErrors are theirs (the chain stays for --debug)
+        raise ValueError(f'--model-kwargs: {e}') from e
 
 
 def _loader(dataset: Any, args: argparse.Namespace, train: bool, distributed: bool) -> DataLoader:
@@ -151,6 +144,15 @@ def _iou_types(model_name: str) -> List[str]:
 def train(args: argparse.Namespace) -> Dict[str, float]:
     """Train (and evaluate each ``eval_interval`` epochs); returns the last evaluation's metrics."""
     args = _resolve(args)
+    run = plan_run_folder(args.output, args.experiment, args.model, args.min_size, args.resume)
+    try:
+        check_detector_kwargs(args.model, args.model_kwargs)
+    except TypeError as e:
+        raise ValueError(f'--model-kwargs: {e}') from e
+    own = sorted({'min_size', 'max_size', 'num_classes', 'weights_backbone', 'trainable_backbone_layers'} & set(
+        args.model_kwargs))
+    if own:  # dict(min_size=..., **model_kwargs) would fail on the duplicate
+        raise ValueError(f"--model-kwargs: give {own[0]} as --{own[0].replace('_', '-')} (its own option)")
     dist_info = _init_device(args)
     distributed, is_main = dist_info['distributed'], dist_info['global_rank'] == 0
     device = torch.device(args.device)
@@ -162,7 +164,8 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
     val_paths = _data_paths(args, 'val')
     masks = args.model.startswith('maskrcnn')
     train_set = load_coco_detection(*train_paths, train=True, masks=masks)
-    val_set = load_coco_detection(*val_paths, train=False, masks=False) if val_paths else None
+    val_set = load_coco_detection(*val_paths, train=False, masks=masks) if val_paths else None
+    check_resumed_summary(run, evaluates=val_set is not None)
     categories = train_set.coco.dataset['categories']
     num_classes = args.num_classes or max(c['id'] for c in categories) + 1
     check_num_classes(categories, num_classes, train_paths[1])
@@ -170,10 +173,7 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
         check_num_classes(val_set.coco.dataset['categories'], num_classes, val_paths[1])
 
     model_config = _model_config(args, num_classes)
-    model = create_detection_model(
-        args.model, num_classes=num_classes, weights_backbone=_weights_backbone(args.weights_backbone),
-        trainable_backbone_layers=args.trainable_backbone_layers, frozen_bn=model_config['frozen_bn'],
-        **model_config['kwargs']).to(device)
+    model = _build_model(args, model_config).to(device)
     total_batch = args.batch_size * dist_info['world_size']
     lr = args.lr * total_batch / args.lr_base_batch
     optimizer = torch.optim.SGD(
@@ -185,7 +185,7 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
 
     start_epoch = 0
     if args.resume:
-        ckpt = _load_checkpoint(args.resume)
+        ckpt = load_checkpoint(args.resume)
         if ckpt['model_config'] != model_config:
             raise ValueError(f"Cannot resume from {args.resume!r}: it holds {ckpt.get('model_config')}, "
                              f'these options build {model_config}')
@@ -201,9 +201,10 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
     if is_main:
         _logger.info(f'{args.model}: {num_classes} classes, {len(train_set)} training images, total batch '
                      f'{total_batch}, lr {lr:g}, {args.epochs} epochs of {len(train_loader)} iterations')
-        os.makedirs(args.output, exist_ok=True)
-        with atomic_write(os.path.join(args.output, 'args.yaml')) as f:
-            f.write(yaml.safe_dump(vars(args)).encode())
+        out = make_run_folder(run)
+        _logger.info(f"{'Continuing the run in' if run.resumed else 'Run folder'}: {out}")
+        with atomic_write(os.path.join(out, f'args-resume-{start_epoch}.yaml' if run.resumed else 'args.yaml')) as f:
+            f.write(yaml.safe_dump(vars(args)).encode())  # a resume keeps the run's first arguments beside its own
     metrics: Dict[str, float] = {}
     for epoch in range(start_epoch, args.epochs):
         if distributed:
@@ -223,9 +224,10 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
                 model=model.state_dict(), optimizer=optimizer.state_dict(),
                 lr_scheduler=lr_scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch + 1,
                 model_config=model_config, categories=categories, metrics=eval_metrics,
-                args={k: v for k, v in vars(args).items() if k != 'func'}), os.path.join(args.output, 'last.pth'))
-            update_summary(epoch, train_metrics, eval_metrics, os.path.join(args.output, 'summary.csv'),
-                           lr=optimizer.param_groups[0]['lr'], write_header=epoch == 0)
+                args={k: v for k, v in vars(args).items() if k != 'func'}), os.path.join(out, 'last.pth'))
+            summary = os.path.join(out, 'summary.csv')  # a resumed run appends below the header it has
+            update_summary(epoch, train_metrics, eval_metrics, summary, lr=optimizer.param_groups[0]['lr'],
+                           write_header=not os.path.isfile(summary) or os.path.getsize(summary) == 0)
     if distributed:
         torch.distributed.destroy_process_group()
     return metrics
@@ -241,7 +243,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, float]:
     if val_paths is None:
         raise ValueError('No evaluation data: pass --val-images and --val-ann, or --data-dir')
     cfg = ckpt['model_config']
-    dataset = load_coco_detection(*val_paths, train=False, masks=False)
+    dataset = load_coco_detection(*val_paths, train=False, masks='segm' in _iou_types(cfg['name']))
     check_num_classes(dataset.coco.dataset['categories'], cfg['num_classes'], val_paths[1])
     metrics = _evaluate(model, dataset, args, device, distributed, _iou_types(cfg['name']), is_main)
     if is_main:
@@ -254,38 +256,16 @@ def evaluate(args: argparse.Namespace) -> Dict[str, float]:
     return metrics
 
 
-def predict(args: argparse.Namespace) -> Dict[str, List[Dict[str, Any]]]:
-    """Draw the detections of a checkpoint on images: ``<output-dir>/<image name>.png`` + predictions.json."""
-    missing = [p for p in args.images if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(f"Images not found: {', '.join(missing)}")
-    device = torch.device(args.device)
-    model, ckpt = load_detector(args.checkpoint, device)
-    categories = {c['id']: c['name'] for c in ckpt.get('categories', [])}
-    predictions: Dict[str, List[Dict[str, Any]]] = {}
-    for path in args.images:
-        with Image.open(path) as img:
-            image = pil_to_tensor(img.convert('RGB'))
-        with torch.inference_mode():
-            pred = {k: v.cpu() for k, v in model([image.to(device).float() / 255])[0].items()}
-        out_path = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + '.png')
-        write_png(draw_detections(image, pred, categories, args.score_threshold), out_path)
-        keep = pred['scores'] >= args.score_threshold
-        predictions[out_path] = [
-            dict(box=box, label=label, category=categories.get(label, str(label)), score=score)
-            for box, label, score in zip(pred['boxes'][keep].tolist(), pred['labels'][keep].tolist(),
-                                         pred['scores'][keep].tolist())]
-        _logger.info(f'{path}: {len(predictions[out_path])} detections -> {out_path}')
-    with atomic_write(os.path.join(args.output_dir, 'predictions.json')) as f:
-        f.write(json.dumps(predictions, indent=2).encode())
-    return predictions
-
-
 def _run(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         fn(args)
         return 0
     return run
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    """Exit status 1 when an image could not be read (the others are drawn and listed all the same)."""
+    return 1 if predict(args)['failed'] else 0
 
 
 def _add_data_args(p: argparse.ArgumentParser, splits: List[str]) -> None:
@@ -330,8 +310,11 @@ def register(subparsers: Any) -> None:
     t.add_argument('--lr-steps', type=int, nargs='+',
                    help=f"epochs after which lr *= lr_gamma (default {DEFAULTS['lr_steps']})")
     t.add_argument('--amp', action=argparse.BooleanOptionalAction, help='mixed precision (CUDA)')
-    t.add_argument('--output', help=f"folder for last.pth, summary.csv, args.yaml (default {DEFAULTS['output']})")
-    t.add_argument('--resume', help='continue from a last.pth')
+    t.add_argument('--output', help=f"parent folder of the run folders (default {DEFAULTS['output']}), as timm's "
+                                    f"train.py: each run writes last.pth, summary.csv, args.yaml to its own")
+    t.add_argument('--experiment', help='run folder name under --output (default: <date>-<time>-<model>-<min '
+                                        'size>, as timm\'s train.py); a folder already holding files is refused')
+    t.add_argument('--resume', help="continue the run of this last.pth, in its folder (appending to its summary.csv)")
     t.add_argument('--device', help=f"default {DEFAULTS['device']}")
     t.set_defaults(func=_run(train))
 
@@ -348,7 +331,8 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser('predict', help='draw detections (boxes, masks) on images, saved as PNG')
     p.add_argument('images', nargs='+', help='image files')
     p.add_argument('--checkpoint', required=True, help='a `detect train` checkpoint (last.pth)')
-    p.add_argument('--output-dir', required=True, help='where <image name>.png and predictions.json go')
+    p.add_argument('--output-dir', required=True, help='where <image name>.png (in the images\' folders below '
+                                                       'their common one) and predictions.json go')
     p.add_argument('--score-threshold', type=float, default=0.5, help='draw detections scoring at least this')
     p.add_argument('--device', default=DEFAULTS['device'], help="'cuda', 'cuda:N' or 'cpu'")
-    p.set_defaults(func=_run(predict))
+    p.set_defaults(func=_run_predict)

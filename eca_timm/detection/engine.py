@@ -1,6 +1,8 @@
 """Training loop, COCO evaluation (pycocotools) and atomic checkpoints for the detectors."""
 import logging
 import math
+import os
+import pickle
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -13,8 +15,10 @@ from torchvision.ops import box_convert
 
 from .._io import atomic_write
 from .data import require_pycocotools
+from .models import create_detection_model, detector_kwargs
 
-__all__ = ['train_one_epoch', 'predict_coco_results', 'coco_evaluate', 'save_checkpoint', 'to_device']
+__all__ = ['train_one_epoch', 'predict_coco_results', 'coco_evaluate', 'save_checkpoint', 'load_checkpoint',
+           'load_detector', 'to_device']
 
 _logger = logging.getLogger(__name__)
 
@@ -146,3 +150,36 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
     """``torch.save`` written atomically: never a half-written checkpoint."""
     with atomic_write(path) as f:
         torch.save(state, f)
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """A ``detect train`` checkpoint as a dict, or an error saying what the file is not."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Checkpoint {path!r} not found')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f'{path!r} is not a readable PyTorch checkpoint ({e.__class__.__name__}): '
+                         f'pass the last.pth written by `eca-timm detect train`') from e
+    if not isinstance(ckpt, dict) or 'model_config' not in ckpt:
+        raise ValueError(f'{path!r} is not an `eca-timm detect train` checkpoint (no model_config)')
+    return ckpt
+
+
+def load_detector(checkpoint: str, device: torch.device) -> tuple:
+    """Detector and checkpoint dict of a ``detect train`` checkpoint.
+
+    Checkpoints written before unknown detector arguments were refused may hold one that torchvision ignored then:
+    it is left out again, with a warning.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt['model_config']
+    accepted = detector_kwargs(cfg['name'])
+    kwargs = {k: v for k, v in cfg['kwargs'].items() if k in accepted}
+    ignored = sorted(set(cfg['kwargs']) - set(kwargs))
+    if ignored:
+        _logger.warning(f"{checkpoint}: {cfg['name']} ignores {', '.join(ignored)}, which torchvision ignored when "
+                        f"it was trained (not an argument of the detector; `detect train` refuses it now)")
+    model = create_detection_model(cfg['name'], num_classes=cfg['num_classes'], frozen_bn=cfg['frozen_bn'], **kwargs)
+    model.load_state_dict(ckpt['model'])
+    return model.to(device).eval(), ckpt

@@ -4,6 +4,8 @@ The backbone is the registered timm model with ``features_only=True``; torchvisi
 its FPN on top. Conventions follow torchvision's ``*_resnet50_fpn`` builders: frozen batch norm and the first
 stages frozen when the backbone starts from ImageNet weights, all layers trainable from random initialisation.
 """
+import difflib
+import inspect
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
 
@@ -12,12 +14,14 @@ from timm.layers import freeze_batch_norm_2d
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _validate_trainable_layers
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
 from ..models import eca_resnet  # noqa: F401  (registers the backbones with timm)
 
 __all__ = [
-    'DETECTION_MODELS', 'WeightsBackbone', 'eca_resnet_fpn_backbone', 'create_detection_model',
+    'DETECTION_MODELS', 'WeightsBackbone', 'eca_resnet_fpn_backbone', 'create_detection_model', 'detector_kwargs',
+    'check_detector_kwargs',
     'maskrcnn_eca_resnet18_fpn', 'maskrcnn_eca_resnet50_fpn', 'maskrcnn_eca_resnet101_fpn',
     'fasterrcnn_eca_resnet18_fpn', 'fasterrcnn_eca_resnet50_fpn', 'fasterrcnn_eca_resnet101_fpn',
     'retinanet_eca_resnet50_fpn',
@@ -31,11 +35,17 @@ _TRAINABLE_ORDER = ('layer4', 'layer3', 'layer2', 'layer1', 'conv1')
 
 # Builder name -> builder: the one table the command line and ``create_detection_model`` read.
 DETECTION_MODELS: Dict[str, Callable[..., nn.Module]] = {}
+# Builder name -> the torchvision detector class it builds (whose keyword arguments it accepts).
+_DETECTOR_CLASSES: Dict[str, Type[nn.Module]] = {}
 
-
-def _register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    DETECTION_MODELS[fn.__name__] = fn
-    return fn
+# Where torchvision's detectors send their ``**kwargs`` (read from torchvision's source): Mask R-CNN to Faster R-CNN,
+# Faster R-CNN and RetinaNet to their GeneralizedRCNNTransform, which swallows unknown ones: so a typo was ignored
+# silently, and ``detector_kwargs`` follows this chain to list what each builder really takes.
+_KWARGS_GO_TO: Dict[type, type] = {
+    MaskRCNN: FasterRCNN, FasterRCNN: GeneralizedRCNNTransform, RetinaNet: GeneralizedRCNNTransform}
+# Arguments ``_detector`` sets itself (the backbone) or handles before the detector class.
+_DETECTOR_OWN = ('num_classes', 'weights_backbone', 'trainable_backbone_layers', 'frozen_bn', 'fpn_channels',
+                 'backbone_kwargs')
 
 
 def _is_trained(weights_backbone: WeightsBackbone) -> bool:
@@ -108,8 +118,35 @@ def eca_resnet_fpn_backbone(
         extra_blocks=extra_blocks or LastLevelMaxPool())
 
 
+def detector_kwargs(name: str) -> List[str]:
+    """Keyword arguments the builder ``name`` accepts: its own, then those of the torchvision classes it reaches."""
+    _check_name(name)
+    model_cls: Optional[type] = _DETECTOR_CLASSES[name]
+    names = set(_DETECTOR_OWN)
+    while model_cls is not None:
+        params = inspect.signature(model_cls.__init__).parameters.values()
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        has_var_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
+        model_cls = _KWARGS_GO_TO.get(model_cls) if has_var_kwargs else None
+    return sorted(names - {'self', 'backbone'})
+
+
+def check_detector_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
+    """TypeError naming each unknown keyword argument (and a close accepted one), as the classification models."""
+    accepted = detector_kwargs(name)
+    unknown = [k for k in kwargs if k not in accepted]
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, accepted, n=1) or [a for a in accepted if a.startswith(key)][:1]
+        named.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ''))
+    raise TypeError(f"{name}: unknown keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(named)}. "
+                    f"Model arguments it accepts: {', '.join(accepted)}")
+
+
 def _detector(
-        model_cls: Type[nn.Module],
+        name: str,
         backbone_name: str,
         num_classes: int = 91,
         weights_backbone: WeightsBackbone = None,
@@ -119,6 +156,8 @@ def _detector(
         backbone_kwargs: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
 ) -> nn.Module:
+    check_detector_kwargs(name, kwargs)
+    model_cls = _DETECTOR_CLASSES[name]
     trainable = _validate_trainable_layers(_is_trained(weights_backbone), trainable_backbone_layers, 5, 3)
     if model_cls is RetinaNet:  # P3-P7, P6 from C5 as in the paper's (mmdetection) RetinaNet
         channels = timm.create_model(
@@ -141,61 +180,71 @@ _ARGS_DOC = """
         frozen_bn: Frozen batch norm in the backbone; default: when ``weights_backbone`` is set.
         fpn_channels: FPN channels (256 in the paper; fewer make tiny detectors for small data).
         backbone_kwargs: More ``timm.create_model`` arguments of the backbone (e.g. ``drop_path_rate``).
-        **kwargs: Passed to torchvision's detector class (e.g. ``min_size``, ``max_size``).
+        **kwargs: Passed to torchvision's detector class (e.g. ``min_size``, ``max_size``); an argument it does
+            not take is a TypeError listing those it does (``detector_kwargs``).
 """
 
 
-def _doc(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    fn.__doc__ = (fn.__doc__ or '') + _ARGS_DOC
-    return _register(fn)
+def _register(model_cls: Type[nn.Module]) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder of ``model_cls`` under its function name, with the shared argument docs."""
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        fn.__doc__ = (fn.__doc__ or '') + _ARGS_DOC
+        DETECTION_MODELS[fn.__name__] = fn
+        _DETECTOR_CLASSES[fn.__name__] = model_cls
+        return fn
+    return register
 
 
-@_doc
+@_register(MaskRCNN)
 def maskrcnn_eca_resnet18_fpn(**kwargs: Any) -> MaskRCNN:
     """Mask R-CNN with an ECA-ResNet-18 FPN backbone (small, for quick experiments)."""
-    return _detector(MaskRCNN, 'eca_resnet18', **kwargs)
+    return _detector('maskrcnn_eca_resnet18_fpn', 'eca_resnet18', **kwargs)
 
 
-@_doc
+@_register(MaskRCNN)
 def maskrcnn_eca_resnet50_fpn(**kwargs: Any) -> MaskRCNN:
     """Mask R-CNN with an ECA-ResNet-50 FPN backbone (the paper's COCO model)."""
-    return _detector(MaskRCNN, 'eca_resnet50', **kwargs)
+    return _detector('maskrcnn_eca_resnet50_fpn', 'eca_resnet50', **kwargs)
 
 
-@_doc
+@_register(MaskRCNN)
 def maskrcnn_eca_resnet101_fpn(**kwargs: Any) -> MaskRCNN:
     """Mask R-CNN with an ECA-ResNet-101 FPN backbone."""
-    return _detector(MaskRCNN, 'eca_resnet101', **kwargs)
+    return _detector('maskrcnn_eca_resnet101_fpn', 'eca_resnet101', **kwargs)
 
 
-@_doc
+@_register(FasterRCNN)
 def fasterrcnn_eca_resnet18_fpn(**kwargs: Any) -> FasterRCNN:
     """Faster R-CNN with an ECA-ResNet-18 FPN backbone (small, for quick experiments)."""
-    return _detector(FasterRCNN, 'eca_resnet18', **kwargs)
+    return _detector('fasterrcnn_eca_resnet18_fpn', 'eca_resnet18', **kwargs)
 
 
-@_doc
+@_register(FasterRCNN)
 def fasterrcnn_eca_resnet50_fpn(**kwargs: Any) -> FasterRCNN:
     """Faster R-CNN with an ECA-ResNet-50 FPN backbone."""
-    return _detector(FasterRCNN, 'eca_resnet50', **kwargs)
+    return _detector('fasterrcnn_eca_resnet50_fpn', 'eca_resnet50', **kwargs)
 
 
-@_doc
+@_register(FasterRCNN)
 def fasterrcnn_eca_resnet101_fpn(**kwargs: Any) -> FasterRCNN:
     """Faster R-CNN with an ECA-ResNet-101 FPN backbone."""
-    return _detector(FasterRCNN, 'eca_resnet101', **kwargs)
+    return _detector('fasterrcnn_eca_resnet101_fpn', 'eca_resnet101', **kwargs)
 
 
-@_doc
+@_register(RetinaNet)
 def retinanet_eca_resnet50_fpn(**kwargs: Any) -> RetinaNet:
     """RetinaNet with an ECA-ResNet-50 FPN backbone (P3-P7)."""
-    return _detector(RetinaNet, 'eca_resnet50', **kwargs)
+    return _detector('retinanet_eca_resnet50_fpn', 'eca_resnet50', **kwargs)
+
+
+def _check_name(name: str) -> None:
+    if name not in DETECTION_MODELS:
+        raise ValueError(f"Unknown detection model {name!r}; choose one of: {', '.join(DETECTION_MODELS)}")
 
 
 def create_detection_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a detector of ``DETECTION_MODELS`` by name."""
-    if name not in DETECTION_MODELS:
-        raise ValueError(f"Unknown detection model {name!r}; choose one of: {', '.join(DETECTION_MODELS)}")
+    _check_name(name)
     return DETECTION_MODELS[name](**kwargs)
 
 
