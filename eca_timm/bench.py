@@ -14,22 +14,19 @@ import datetime
 import json
 import logging
 import os
-import platform
 import shlex
-import statistics
 import sys
 import tempfile
-import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import timm
 import torch
-import torch.nn.functional as F
 from timm.layers import EcaModule
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from ._io import atomic_write
+from ._timing import CLOCKS, clock as make_clock, device_name, interleaved_times, make_step, summarize
 from .models import RELEASED_KERNEL_SIZES, EcaResNet
 from .models.eca_resnet import ECA_RESNET_ARCHS
 
@@ -40,26 +37,7 @@ _logger = logging.getLogger(__name__)
 PHASES = ('infer', 'train')
 MODES = ('eager', 'channels_last', 'compile')
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-# 'wall': torch.utils.benchmark's default clock (synchronizes the accelerator). 'cpu': this process's CPU time,
-# which other processes on a shared machine barely disturb (best with one thread: no OpenMP spin-waiting).
-CLOCKS = ('wall', 'cpu')
 
-
-def _benchmark_module() -> Any:
-    """``torch.utils.benchmark``, imported on use and without the warning its import logs where CUDA is missing
-    (it would show in every command, and between bench's progress lines)."""
-    cpp_logger = logging.getLogger('torch.utils.cpp_extension')
-    level = cpp_logger.level
-    cpp_logger.setLevel(logging.ERROR)
-    try:
-        import torch.utils.benchmark as benchmark
-    finally:
-        cpp_logger.setLevel(level)
-    return benchmark
-
-
-def _clock(name: str) -> Callable[[], float]:
-    return _benchmark_module().utils.timer.timer if name == 'wall' else time.process_time
 
 
 def _timm_eca_resnet(name: str, **kwargs: Any) -> nn.Module:
@@ -101,23 +79,6 @@ def comparison_models(name: str) -> Dict[str, Callable[[], nn.Module]]:
                      f"{', '.join([*ECA_RESNET_ARCHS, 'eca_mobilenetv2'])}")
 
 
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'{_cpu_name()}, {torch.get_num_threads()} threads'
-
-
 def _peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
     """Peak bytes allocated on ``device`` during one ``fn()``, above what was allocated before it."""
     if device.type == 'cuda':
@@ -146,28 +107,19 @@ def _peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
     return max(e['args']['Total Allocated'] for e in mem) - base
 
 
-def _make_step(model: nn.Module, phase: str, x: torch.Tensor, autocast: Optional[torch.dtype]) -> Callable[[], Any]:
-    """One inference forward, or one training step (forward, cross-entropy, backward, SGD step) like timm's
-    benchmark.py."""
-    amp = torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None)
-    if phase == 'infer':
-        model.eval()
-
-        def step():
-            with torch.inference_mode(), amp:
-                return model(x)
-        return step
-    model.train()
-    target = torch.randint(0, 1000, (x.shape[0],), device=x.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with amp:
-            loss = F.cross_entropy(model(x), target)
-        loss.backward()
-        optimizer.step()
-    return step
+def _check_device(device: str, clock: str) -> torch.device:
+    """``device`` as a torch device the benchmark can time with ``clock``: the CPU, or CUDA when this torch has it."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {device}: not a device name ({e}); use 'cpu' or 'cuda[:N]'") from e
+    if clock == 'cpu' and dev.type != 'cpu':
+        raise ValueError(f"clock='cpu' times this process's CPU work and misses {dev.type} kernels; use clock='wall'")
+    if dev.type not in ('cpu', 'cuda'):
+        raise ValueError(f"--device {device}: bench times 'cpu' and 'cuda[:N]' only")
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'--device {device}: CUDA is not available here; use --device cpu')
+    return dev
 
 
 def run_benchmark(
@@ -185,11 +137,13 @@ def run_benchmark(
         clock: str = 'wall',
 ) -> Dict[str, Any]:
     """Time ``model_name`` against its baselines in every setting; returns the JSON-ready results."""
-    dev = torch.device(device)
-    if clock not in CLOCKS:
-        raise ValueError(f'clock must be one of {list(CLOCKS)}, got {clock!r}')
-    if clock == 'cpu' and dev.type != 'cpu':
-        raise ValueError(f"clock='cpu' times this process's CPU work and misses {dev.type} kernels; use clock='wall'")
+    dev = _check_device(device, clock)
+    for name, value in (('rounds', rounds), ('batch_size', batch_size), ('img_size', img_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f'--{name.replace("_", "-")} must be a positive integer, got {value!r}')
+    if min_run_time <= 0:
+        raise ValueError(f'--min-run-time must be positive (seconds), got {min_run_time!r}')
+    timer = make_clock(clock)
     constructors = comparison_models(model_name)
     if include:
         unknown = [m for m in include if m not in constructors]
@@ -206,12 +160,12 @@ def run_benchmark(
                 try:
                     results.extend(_bench_setting(
                         constructors, reference, phase, mode, PRECISIONS[precision], dev, batch_size, img_size,
-                        rounds, min_run_time, warmup, _clock(clock), setting))
+                        rounds, min_run_time, warmup, timer, setting))
                 except RuntimeError as e:  # e.g. an autocast dtype or compile backend the device lacks
                     _logger.warning('skipped %s: %s', setting, e)
                     results.append(dict(setting, skipped=str(e).splitlines()[0]))
     return {
-        'model': model_name, 'reference': reference, 'device': device, 'device_name': _device_name(dev),
+        'model': model_name, 'reference': reference, 'device': device, 'device_name': device_name(dev),
         'batch_size': batch_size, 'img_size': img_size, 'rounds': rounds, 'min_run_time': min_run_time,
         'clock': clock,
         'torch': torch.__version__, 'timm': timm.__version__, 'num_threads': torch.get_num_threads(),
@@ -221,8 +175,7 @@ def run_benchmark(
 
 
 def _bench_setting(constructors, reference, phase, mode, autocast, dev, batch_size, img_size, rounds,
-                   min_run_time, warmup, clock, setting) -> List[Dict[str, Any]]:
-    Timer = _benchmark_module().Timer
+                   min_run_time, warmup, timer, setting) -> List[Dict[str, Any]]:
     memory_format = torch.channels_last if mode in ('channels_last', 'compile') else torch.contiguous_format
     x = torch.randn(batch_size, 3, img_size, img_size, device=dev).to(memory_format=memory_format)
     steps = {}
@@ -231,30 +184,19 @@ def _bench_setting(constructors, reference, phase, mode, autocast, dev, batch_si
         model = make().to(dev, memory_format=memory_format)
         if mode == 'compile':
             model = torch.compile(model)
-        steps[label] = _make_step(model, phase, x, autocast)
+        steps[label] = make_step(model, phase, x, autocast)
         for _ in range(warmup):  # torch.compile compiles here
             steps[label]()
         _logger.info('  warmed up %s', label)
     peaks = {label: _peak_bytes(step, dev) for label, step in steps.items()}
-    times: Dict[str, List[float]] = {label: [] for label in steps}
-    labels = list(steps)
-    for r in range(rounds):
-        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-            timer = Timer(stmt='step()', globals={'step': steps[label]}, num_threads=torch.get_num_threads(),
-                          timer=clock)
-            times[label].append(timer.blocked_autorange(min_run_time=min_run_time).median)
+
+    def progress(r: int, times: Dict[str, List[float]]) -> None:
         _logger.info('  round %d/%d: %s', r + 1, rounds,
                      ', '.join(f'{k} {batch_size / v[-1]:.1f} img/s' for k, v in times.items()))
-    rows = []
-    for label in labels:
-        ratios = [tr / t for tr, t in zip(times[reference], times[label])]
-        rows.append(dict(
-            setting, model=label,
-            img_per_s=batch_size / statistics.median(times[label]),
-            ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
-            peak_mb=peaks[label] / 2 ** 20, peak_ratio=peaks[label] / peaks[reference] if peaks[reference] else None,
-            times_s=times[label]))
-    return rows
+    times = interleaved_times(steps, rounds, min_run_time, timer, progress)
+    return [dict(setting, model=label, **summary, peak_mb=peaks[label] / 2 ** 20,
+                 peak_ratio=peaks[label] / peaks[reference] if peaks[reference] else None)
+            for label, summary in summarize(times, reference, batch_size).items()]
 
 
 def format_table(report: Dict[str, Any]) -> str:
@@ -280,8 +222,6 @@ def _write_json(report: Dict[str, Any], path: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    if args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit(f'--device {args.device}: CUDA is not available here; use --device cpu')
     if args.threads:
         torch.set_num_threads(args.threads)
     report = run_benchmark(
@@ -292,6 +232,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.output:
         _write_json(report, args.output)
         print(f'wrote {args.output}')
+    if all('skipped' in r for r in report['results']):
+        print('eca-timm bench: error: every setting was skipped (see the table for why)', file=sys.stderr)
+        return 1
     return 0
 
 
@@ -301,14 +244,15 @@ def register(subparsers: Any) -> None:
     p.add_argument('--model', default='eca_resnet50', help='plugin model; baselines are picked for it')
     p.add_argument('--include', nargs='+', default=None,
                    help='only these comparison models (the reference, the first, is always kept)')
-    p.add_argument('--phases', nargs='+', default=list(PHASES), choices=PHASES)
+    p.add_argument('--phases', nargs='+', default=list(PHASES), choices=PHASES,
+                   help='inference forward, and/or a training step (forward, loss, backward, SGD step)')
     p.add_argument('--modes', nargs='+', default=['eager', 'channels_last'], choices=MODES,
                    help='compile runs channels_last input through torch.compile')
     p.add_argument('--precisions', nargs='+', default=['fp32'], choices=list(PRECISIONS),
                    help='fp32, or bf16/fp16 autocast')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda[:N]'")
-    p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--batch-size', type=int, default=8, help='images per step')
+    p.add_argument('--img-size', type=int, default=224, help='input height and width')
     p.add_argument('--rounds', type=int, default=5, help='interleaved rounds; medians are taken over them')
     p.add_argument('--min-run-time', type=float, default=1.0, help='seconds per blocked_autorange measurement')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls per model and setting')

@@ -1,7 +1,7 @@
 """The package's one import rule: imports only go down (cli -> commands -> models -> layers), and never in a cycle.
 
 Every ``import`` in every module counts, function-level ones included (they would hide a cycle, not remove it).
-Wings, bottom up: utilities (``_io``, ``_resources``, ``_summary``, ``_version``) and the data packages,
+Wings, bottom up: utilities (``_io``, ``_resources``, ``_summary``, ``_timing``, ``_version``) and the data packages,
 ``layers/``, ``models/``, the
 commands (``weights/``, ``train/``, ``detection/``, ``bench``, ``model_table``), the CLI (``cli``, and the
 ``python -m eca_timm.run`` entry point). A module imports from lower wings, or from its own wing; the package's
@@ -14,7 +14,7 @@ from typing import Dict, List, Set, Tuple
 import eca_timm
 
 PACKAGE = Path(eca_timm.__file__).resolve().parent
-UTILITIES = {'eca_timm._io', 'eca_timm._resources', 'eca_timm._summary', 'eca_timm._version'}
+UTILITIES = {'eca_timm._io', 'eca_timm._resources', 'eca_timm._summary', 'eca_timm._timing', 'eca_timm._version'}
 RANKS = {'data': 0, 'hub_data': 0, 'train_configs': 0, 'layers': 1, 'models': 2, 'weights': 3, 'train': 3, 'detection': 3, 'bench': 3, 'model_table': 3, 'cli': 4,
          'run': 4}
 MAX_LINES = 360

@@ -63,3 +63,14 @@ def test_bench_output_is_progress_and_table_only(tmp_path):
     expected = ('setting ', '  warmed up ', '  round 1/1: ', '| ', '|---')
     assert lines and [line for line in lines if not line.startswith(expected)] == []
     assert sum(line.startswith('| infer | eager | fp32 |') for line in lines) == 2
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(rounds=0), '--rounds must be a positive integer, got 0'),
+    (dict(batch_size=0), '--batch-size must be a positive integer, got 0'),
+    (dict(device='gpu'), r"--device gpu: not a device name .*use 'cpu' or 'cuda\[:N\]'"),
+    (dict(device='mps'), r"--device mps: bench times 'cpu' and 'cuda\[:N\]' only"),
+])
+def test_bench_input_checks(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_benchmark('eca_resnet18', **kwargs)

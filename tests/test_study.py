@@ -1,6 +1,7 @@
 """eca-timm study / plot on tiny real data: 2 variants x 2 seeds through train.py, then curves and table."""
 import csv
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,66 @@ def test_read_summary_after_resume(tmp_path):
     assert read_summary(path) == {0: {'epoch': 0.0, 'train_loss': 2.0, 'eval_top1': 10.0},
                                   1: {'epoch': 1.0, 'train_loss': 1.4, 'eval_top1': 25.0},
                                   2: {'epoch': 2.0, 'train_loss': 1.0, 'eval_top1': 30.0}}
+
+
+def _fake_training(study_mod, monkeypatch, tops):
+    """subprocess.run stand-in: appends summary.csv rows one epoch at a time like train.py, and after each row
+    waits until the study has printed that epoch's progress line (so a line that only comes at the end fails)."""
+    said = []
+    monkeypatch.setattr(study_mod, '_say', said.append)
+
+    def fake_run(cmd, **kw):
+        run_dir = Path(cmd[cmd.index('--output') + 1]) / cmd[cmd.index('--experiment') + 1]
+        summary = run_dir / 'summary.csv'
+        start = len(study_mod.read_summary(summary)) if summary.exists() else 0
+        for epoch, top1 in enumerate(tops[run_dir.name][start:], start):
+            with open(summary, 'a') as f:
+                if epoch == start:
+                    f.write('epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n')
+                f.write(f'{epoch},1.0,0.9,{top1},90.0,')  # a row caught half written must not break the poll
+                f.flush()
+                time.sleep(0.05)
+                f.write('0.05\n')
+            deadline = time.monotonic() + 20
+            while not any(f'{run_dir.name}: epoch {epoch + 1}/' in s for s in said):
+                assert time.monotonic() < deadline, f'no progress line for epoch {epoch + 1} while running: {said}'
+                time.sleep(0.01)
+        return study_mod.subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(study_mod.subprocess, 'run', fake_run)
+    return said
+
+
+def _run(tmp_path, variant, seed, epochs):
+    run_dir = tmp_path / variant / f'seed{seed}'
+    from eca_timm.train.study import StudyRun
+    return StudyRun(variant, seed, tmp_path / 'r.yaml', run_dir,
+                    ['--seed', str(seed), '--output', str(run_dir.parent), '--experiment', run_dir.name], epochs)
+
+
+def test_study_prints_each_epoch_while_runs_train(tmp_path, monkeypatch):
+    from eca_timm.train import study as study_mod
+    tops = {'seed0': [10.0, 30.5, 20.0], 'seed1': [40.0, 35.0, 61.5]}
+    said = _fake_training(study_mod, monkeypatch, tops)
+    runs = [_run(tmp_path, 'eca_resnet18', 0, 3), _run(tmp_path, 'eca_resnet18', 1, 3)]
+    assert study_mod.run_study(runs, parallel=2, poll_s=0.01) == 0
+    for i, seed, lines in ((1, 0, ['epoch 1/3, top-1 10.0 (best 10.0)', 'epoch 2/3, top-1 30.5 (best 30.5)',
+                                   'epoch 3/3, top-1 20.0 (best 30.5)', 'done, final top-1 20.00']),
+                           (2, 1, ['epoch 1/3, top-1 40.0 (best 40.0)', 'epoch 2/3, top-1 35.0 (best 40.0)',
+                                   'epoch 3/3, top-1 61.5 (best 61.5)', 'done, final top-1 61.50'])):
+        prefix = f'[{i}/2] eca_resnet18/seed{seed}: '
+        own = [s[len(prefix):] for s in said if s.startswith(prefix)]
+        assert own[0].startswith('started (') and own[1:] == lines  # each epoch once, in order, then done
+
+
+def test_resumed_run_reports_only_new_epochs(tmp_path, monkeypatch):
+    from eca_timm.train import study as study_mod
+    said = _fake_training(study_mod, monkeypatch, {'seed0': [50.0, 45.0, 47.0]})
+    run = _run(tmp_path, 'se', 0, 3)
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / 'last.pth.tar').write_bytes(b'')
+    (run.run_dir / 'summary.csv').write_text('epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n'
+                                             '0,1.0,0.9,50.0,90.0,0.05\n')
+    assert study_mod.run_study([run], poll_s=0.01) == 0
+    assert [s for s in said if ': epoch' in s] == ['[1/1] se/seed0: epoch 2/3, top-1 45.0 (best 50.0)',
+                                                  '[1/1] se/seed0: epoch 3/3, top-1 47.0 (best 50.0)']

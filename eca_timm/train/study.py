@@ -1,33 +1,35 @@
-"""The attention study: every recipe of a folder x N seeds through timm's train.py, then mean +- std curves.
+"""The attention study: every recipe of a folder x N seeds through timm's train.py, then its report.
 
 ``eca-timm study CONFIG_DIR --seeds N --out DIR [--parallel K] [train.py args]`` runs each ``CONFIG_DIR/*.yaml``
 (one variant per recipe, named after the file) with seeds 0..N-1 through the runner, one process per run,
-K at a time, into ``DIR/<variant>/seed<k>/`` (train.py's own output: summary.csv, checkpoints, plus
-train.log). A restarted study skips runs whose summary.csv has all scheduled epochs and resumes unfinished
-ones from their last.pth.tar. ``eca-timm plot DIR`` reads the summary.csv files and writes ``top1.png`` and
-``loss.png`` (mean +- sample std over seeds per epoch) and ``results.md`` (final and best top-1 per variant).
-matplotlib is only needed for ``plot`` (``pip install 'eca-timm[plot]'``).
+K at a time, into ``DIR/<variant>/seed<k>/`` (train.py's own output: summary.csv, args.yaml, checkpoints, plus
+train.log), and prints each run's progress: a line per finished epoch (top-1 and best so far) from its
+summary.csv. A restarted study skips runs whose summary.csv has all scheduled epochs and resumes unfinished
+ones from their last.pth.tar. ``eca-timm plot DIR`` writes the report (``plot.write_plots``): curves, final
+top-1 per seed, each variant against the no-attention baseline (difference, 95% CI, exact permutation test)
+beside its cost, and results.md. matplotlib is only needed for ``plot`` (``pip install 'eca-timm[plot]'``).
 """
 import argparse
-import csv
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-import numpy as np
-
-from .._io import atomic_write
 from .._summary import read_summary
+from .._timing import CLOCKS
+from .plot import plot_curves, write_plots
+from .report import VariantCurves, aggregate, results_table
 from .run import check_train_args, recipe_file, resolve_script
 
 __all__ = ['StudyRun', 'VariantCurves', 'plan_study', 'run_study', 'read_summary', 'scheduled_epochs',
            'aggregate', 'results_table', 'plot_curves', 'write_plots']
 
-CURVE_COLUMNS = ('eval_top1', 'eval_loss', 'train_loss')
+POLL_S = 2.0  # seconds between reads of a running run's summary.csv
 
 
 @dataclass
@@ -39,18 +41,6 @@ class StudyRun:
     run_dir: Path
     argv: List[str]
     epochs: int = 0
-
-
-@dataclass
-class VariantCurves:
-    """Per-epoch mean and sample std over a variant's runs, and each run's final and best eval top-1."""
-    variant: str
-    runs: List[Path]
-    epochs: np.ndarray
-    mean: Dict[str, np.ndarray] = field(default_factory=dict)
-    std: Dict[str, np.ndarray] = field(default_factory=dict)
-    final_top1: Optional[np.ndarray] = None
-    best_top1: Optional[np.ndarray] = None
 
 
 def scheduled_epochs(args: argparse.Namespace) -> int:
@@ -93,7 +83,8 @@ def _is_complete(run: StudyRun) -> bool:
     return summary.is_file() and set(range(run.epochs)) <= set(read_summary(summary))
 
 
-def _launch(run: StudyRun, scripts_dir: Optional[os.PathLike], env: Dict[str, str]) -> int:
+def _prepare(run: StudyRun) -> List[str]:
+    """train.py's arguments for this launch: resume from last.pth.tar, or start afresh without old rows."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     argv = list(run.argv)
     last = run.run_dir / 'last.pth.tar'
@@ -101,6 +92,10 @@ def _launch(run: StudyRun, scripts_dir: Optional[os.PathLike], env: Dict[str, st
         argv += ['--resume', str(last)]
     else:
         (run.run_dir / 'summary.csv').unlink(missing_ok=True)  # rows of a run that never checkpointed
+    return argv
+
+
+def _launch(run: StudyRun, argv: List[str], scripts_dir: Optional[os.PathLike], env: Dict[str, str]) -> int:
     cmd = [sys.executable, '-m', 'eca_timm.run']
     if scripts_dir:
         cmd += ['--scripts-dir', str(scripts_dir)]
@@ -108,11 +103,69 @@ def _launch(run: StudyRun, scripts_dir: Optional[os.PathLike], env: Dict[str, st
         return subprocess.run(cmd + ['train.py', *argv], stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
 
-def run_study(runs: Sequence[StudyRun], parallel: int = 1, scripts_dir: Optional[os.PathLike] = None) -> int:
-    """Run the unfinished ``runs``, ``parallel`` at a time; print progress; return how many failed."""
+def _say(line: str) -> None:
+    """Print one progress line now (runs report from several threads; a line is one print)."""
+    print(line, flush=True)
+
+
+class _Progress:
+    """Turns the epochs that appear in a run's summary.csv into lines: ``epoch k/N, top-1 x (best y)``.
+
+    train.py appends one row per epoch after its evaluation, so polling the file needs no log parsing. Epochs
+    already in the file when the run is (re)launched are not reported again, but count for "best".
+    """
+
+    def __init__(self, run: StudyRun, prefix: str):
+        self.run, self.prefix = run, prefix
+        self.reported = set(self._rows())
+
+    def _rows(self) -> Dict[int, Dict[str, float]]:
+        try:
+            return read_summary(self.run.run_dir / 'summary.csv')
+        except (OSError, ValueError, KeyError):  # not written yet, or read mid-write: the next poll sees it
+            return {}
+
+    def poll(self) -> None:
+        rows = self._rows()
+        for epoch in sorted(e for e in rows if e not in self.reported and 'eval_top1' in rows[e]):
+            best = max(rows[e]['eval_top1'] for e in rows if e <= epoch and 'eval_top1' in rows[e])
+            _say(f'{self.prefix}: epoch {epoch + 1}/{self.run.epochs}, top-1 {rows[epoch]["eval_top1"]:.1f} '
+                 f'(best {best:.1f})')
+            self.reported.add(epoch)
+
+
+@contextlib.contextmanager
+def _every(seconds: float, fn: Callable[[], None]) -> Iterator[None]:
+    """Call ``fn`` every ``seconds`` in a thread while the block runs."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(seconds):
+            fn()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_study(
+        runs: Sequence[StudyRun],
+        parallel: int = 1,
+        scripts_dir: Optional[os.PathLike] = None,
+        poll_s: float = POLL_S,
+) -> int:
+    """Run the unfinished ``runs``, ``parallel`` at a time; return how many failed.
+
+    Prints a line when a run starts, one per finished epoch (its summary.csv is polled every ``poll_s`` seconds)
+    and one when it ends.
+    """
     todo = [r for r in runs if not _is_complete(r)]
-    print(f'study: {len(runs)} runs, {len(runs) - len(todo)} complete already, {len(todo)} to run, '
-          f'{parallel} at a time', flush=True)
+    _say(f'study: {len(runs)} runs, {len(runs) - len(todo)} complete already, {len(todo)} to run, '
+         f'{parallel} at a time')
     env = dict(os.environ)
     if 'OMP_NUM_THREADS' not in env and parallel > 1:  # share the cores instead of oversubscribing them
         env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // parallel))
@@ -120,112 +173,23 @@ def run_study(runs: Sequence[StudyRun], parallel: int = 1, scripts_dir: Optional
 
     def work(i_run):
         i, run = i_run
-        print(f'[{i}/{len(todo)}] {run.variant} seed {run.seed}: started ({run.run_dir}/train.log)', flush=True)
-        rc = _launch(run, scripts_dir, env)
+        prefix = f'[{i}/{len(todo)}] {run.variant}/seed{run.seed}'
+        argv = _prepare(run)
+        _say(f'{prefix}: started ({run.run_dir}/train.log)')
+        progress = _Progress(run, prefix)
+        with _every(poll_s, progress.poll):
+            rc = _launch(run, argv, scripts_dir, env)
+        progress.poll()  # the epochs written since the last poll
         if rc != 0 or not _is_complete(run):
             failed.append(run)
-            print(f'[{i}/{len(todo)}] {run.variant} seed {run.seed}: FAILED (exit {rc}), see {run.run_dir}/train.log',
-                  flush=True)
+            _say(f'{prefix}: FAILED (exit {rc}), see {run.run_dir}/train.log')
         else:
             top1 = read_summary(run.run_dir / 'summary.csv')[run.epochs - 1]['eval_top1']
-            print(f'[{i}/{len(todo)}] {run.variant} seed {run.seed}: done, final top-1 {top1:.2f}', flush=True)
+            _say(f'{prefix}: done, final top-1 {top1:.2f}')
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         list(pool.map(work, enumerate(todo, 1)))
     return len(failed)
-
-
-def aggregate(study_dir: os.PathLike) -> List[VariantCurves]:
-    """Mean and sample std (ddof=1; 0 for a single run) per epoch over each variant's runs.
-
-    Variants are the sub-folders of ``study_dir`` with ``*/summary.csv`` runs; only epochs every run of the
-    variant has are used, and "final" is the last of those.
-    """
-    study_dir = Path(study_dir)
-    out = []
-    for vdir in sorted(p for p in study_dir.iterdir() if p.is_dir()):
-        loaded = [(p.parent, read_summary(p)) for p in sorted(vdir.glob('*/summary.csv'))]
-        loaded = [(r, s) for r, s in loaded if s]
-        if not loaded:
-            continue
-        runs, summaries = [r for r, _ in loaded], [s for _, s in loaded]
-        epochs = np.array(sorted(set.intersection(*(set(s) for s in summaries))))
-        if not len(epochs):
-            continue
-        curves = VariantCurves(vdir.name, runs, epochs)
-        ddof = 1 if len(summaries) > 1 else 0
-        for col in CURVE_COLUMNS:
-            values = np.array([[s[e][col] for e in epochs] for s in summaries])
-            curves.mean[col], curves.std[col] = values.mean(axis=0), values.std(axis=0, ddof=ddof)
-        top1 = np.array([[s[e]['eval_top1'] for e in epochs] for s in summaries])
-        curves.final_top1, curves.best_top1 = top1[:, -1], top1.max(axis=1)
-        out.append(curves)
-    if not out:
-        raise FileNotFoundError(f'no runs in {study_dir}: expected {study_dir}/<variant>/<run>/summary.csv '
-                                f'(the layout eca-timm study writes)')
-    return out
-
-
-def _pm(values: np.ndarray) -> str:
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f'{values.mean():.2f} ± {std:.2f}'
-
-
-def results_table(curves: Sequence[VariantCurves]) -> str:
-    """Markdown table: per variant, runs, epochs, final and best eval top-1 as mean ± sample std over runs."""
-    lines = ['| variant | runs | epochs | final top-1 (%) | best top-1 (%) |', '|---|---:|---:|---:|---:|']
-    for c in curves:
-        lines.append(f'| {c.variant} | {len(c.runs)} | {len(c.epochs)} | {_pm(c.final_top1)} | {_pm(c.best_top1)} |')
-    return '\n'.join(lines)
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError("eca-timm plot needs matplotlib: pip install 'eca-timm[plot]'") from e
-    return plt
-
-
-def plot_curves(curves: Sequence[VariantCurves], columns: Sequence[str], title: str) -> Any:
-    """A matplotlib Figure with one panel per column: each variant's mean line and a mean ± std band."""
-    plt = _pyplot()
-    labels = {'eval_top1': 'eval top-1 (%)', 'eval_loss': 'eval loss', 'train_loss': 'train loss'}
-    fig, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 4.5), squeeze=False)
-    for ax, col in zip(axes[0], columns):
-        for c in curves:
-            x = c.epochs + 1  # epochs counted from 1 on the axis
-            line, = ax.plot(x, c.mean[col], label=f'{c.variant} (n={len(c.runs)})')
-            ax.fill_between(x, c.mean[col] - c.std[col], c.mean[col] + c.std[col], color=line.get_color(),
-                            alpha=0.2, linewidth=0)
-        ax.set_xlabel('epoch')
-        ax.set_ylabel(labels.get(col, col))
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def write_plots(study_dir: os.PathLike) -> Dict[str, Path]:
-    """Write top1.png, loss.png and results.md into ``study_dir``; return their paths."""
-    plt = _pyplot()
-    study_dir = Path(study_dir)
-    curves = aggregate(study_dir)
-    paths = {'top1': study_dir / 'top1.png', 'loss': study_dir / 'loss.png', 'table': study_dir / 'results.md'}
-    name = study_dir.name
-    for key, cols, title in (('top1', ['eval_top1'], f'{name}: eval top-1, mean ± std over seeds'),
-                             ('loss', ['train_loss', 'eval_loss'], f'{name}: loss, mean ± std over seeds')):
-        fig = plot_curves(curves, cols, title)
-        with atomic_write(paths[key]) as f:
-            fig.savefig(f, dpi=120, format='png')
-        plt.close(fig)
-    table = results_table(curves) + '\n'
-    with atomic_write(paths['table']) as f:
-        f.write(table.encode())
-    return paths
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -242,13 +206,19 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    if args.measure_cost and args.cost_json:
+        print('eca-timm plot: error: --measure-cost and --cost-json exclude each other', file=sys.stderr)
+        return 2
+    options = dict(device=args.cost_device, batch_size=args.cost_batch_size, rounds=args.cost_rounds,
+                   clock=args.cost_clock)
     try:
-        paths = write_plots(args.study_dir)
-    except (FileNotFoundError, ImportError) as e:
+        paths = write_plots(args.study_dir, baseline=args.baseline, measure_cost=args.measure_cost,
+                            cost_json=args.cost_json, cost_options=options)
+    except (FileNotFoundError, ImportError, ValueError) as e:
         print(f'eca-timm plot: error: {e}', file=sys.stderr)
         return 2
     print(paths['table'].read_text(), end='')
-    print(f'wrote {paths["top1"]}, {paths["loss"]}, {paths["table"]}')
+    print(f'wrote {", ".join(str(p) for p in paths.values())}')
     return 0
 
 
@@ -264,6 +234,24 @@ def register(subparsers: Any) -> None:
     p.add_argument('--scripts-dir', default=None, help='folder with timm\'s train.py (default: $TIMM_SCRIPTS, cache)')
     p.set_defaults(func=_study, accepts_extra_args=True)
 
-    p = subparsers.add_parser('plot', help='mean ± std curves (PNG) and a top-1 table of an eca-timm study')
+    p = subparsers.add_parser(
+        'plot', help='report of an eca-timm study: curves, per-seed top-1, each variant vs the baseline and its cost',
+        description='Write STUDY_DIR/results.md and top1.png, loss.png, per_seed.png, cost.png: every variant\'s '
+                    'final top-1 against the no-attention baseline (difference of means, Welch 95% CI, exact '
+                    'permutation test over seeds) beside its parameters, GMACs and, when measured, throughput.',
+        epilog='examples:\n  eca-timm plot runs/cifar10\n  eca-timm plot runs/cifar10 --measure-cost --cost-clock cpu'
+               '\n  eca-timm plot runs/cifar10 --cost-json runs/cifar10/cost.json')
     p.add_argument('study_dir', help='the --out folder of eca-timm study')
+    p.add_argument('--baseline', default=None,
+                   help='the no-attention variant to compare with (default: the variant named none or none_*)')
+    p.add_argument('--measure-cost', action='store_true',
+                   help='time each variant\'s training step and inference on this machine (writes STUDY_DIR/cost.json)')
+    p.add_argument('--cost-json', default=None,
+                   help='throughput from an earlier --measure-cost (its cost.json) or an eca-timm bench --output')
+    p.add_argument('--cost-device', default='cpu', help="device for --measure-cost: 'cpu' or 'cuda[:N]'")
+    p.add_argument('--cost-batch-size', type=int, default=None,
+                   help='batch for --measure-cost (default: the study\'s training batch size)')
+    p.add_argument('--cost-rounds', type=int, default=5, help='interleaved timing rounds (default: 5)')
+    p.add_argument('--cost-clock', default='wall', choices=CLOCKS,
+                   help="'cpu' times process CPU time (steadier on a shared CPU machine)")
     p.set_defaults(func=_plot)
