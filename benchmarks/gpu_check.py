@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import eca_timm  # noqa: F401  (registers the models)
-from eca_timm import fused
+from eca_timm.layers import fused
 from eca_timm.bench import _unfused_eca_resnet
 
 HALF = {'bf16': torch.bfloat16, 'fp16': torch.float16}

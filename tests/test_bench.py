@@ -74,3 +74,17 @@ def test_bench_output_is_progress_and_table_only(tmp_path):
 def test_bench_input_checks(kwargs, match):
     with pytest.raises(ValueError, match=match):
         run_benchmark('eca_resnet18', **kwargs)
+
+
+def test_gpu_check_script_is_ready(tmp_path):
+    """benchmarks/gpu_check.sh (run on a lent GPU) parses, and its Python check imports this package and refuses
+    to run without CUDA."""
+    from pathlib import Path
+    bench_dir = Path(__file__).resolve().parents[1] / 'benchmarks'
+    assert subprocess.run(['bash', '-n', str(bench_dir / 'gpu_check.sh')]).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    proc = subprocess.run([sys.executable, str(bench_dir / 'gpu_check.py'), '--out', str(tmp_path / 'x.json')],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    if torch.cuda.is_available():
+        return
+    assert proc.returncode == 2 and 'needs Triton, and CUDA' in proc.stderr, proc.stderr[-2000:]

@@ -122,7 +122,8 @@ def test_publish_train_folder_dry_run(tmp_path):
     assert [m['value'] for m in results['metrics']] == [top1, top5]
     card = (out / 'README.md').read_text()
     assert f'epoch {epoch} of summary.csv' in card and "timm.create_model('hf-hub:me/eca_resnet18.c10'" in card
-    assert 'import eca_timm' in card and '- lr: `0.1`' in card and '3, 5, 7, 7' in card
+    assert 'import eca_timm' in card and '- lr: `0.1`' in card and '3, 5, 7, 7' in card and ".convert('RGB')" in card
+    assert '- **Model Stats:**' in card and '### Feature Map Extraction' in card and '### Image Embeddings' in card
     assert '@inproceedings{wang2020eca' in card and '@misc{rw2019timm' in card
 
     # --no-ema publishes state_dict; an existing --out needs --force
@@ -147,6 +148,7 @@ def test_publish_study_model_and_reload(tmp_path, name, kernel_line):
     out = tmp_path / 'repo'
     assert main(['publish', str(tmp_path / 'run'), '--repo-id', f'me/{name}.c10', '--dry-run', '--out', str(out)]) == 0
     assert kernel_line in (out / 'README.md').read_text()
+    assert ".convert('L')" in (out / 'README.md').read_text()  # a grayscale model's usage example
     reloaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
     x = torch.randn(2, 1, 28, 28)  # grayscale: train.py took in_chans from input_size, as args.yaml records
     with torch.no_grad():

@@ -17,12 +17,21 @@ RECIPE_KEYS = (
     'reprob', 'amp', 'img_size', 'input_size', 'seed')
 
 
+def _in_chans(model: nn.Module) -> int:
+    """Input channels, read off the first conv (its weight is [out, in, kh, kw])."""
+    first = (getattr(model, 'pretrained_cfg', None) or {}).get('first_conv')
+    try:
+        return int(model.get_submodule(first).weight.shape[1]) if first else 3
+    except AttributeError:
+        return 3
+
+
 def _compute(model: nn.Module, img_size: int) -> Tuple[int, float]:
     """Parameters and GMACs of ``model`` at ``img_size`` (torch's FlopCounterMode on a meta-device copy)."""
     from torch.utils.flop_counter import FlopCounterMode
     params = sum(p.numel() for p in model.parameters())
     meta = copy.deepcopy(model).to('meta').eval()
-    in_chans = getattr(model, 'in_chans', 3)
+    in_chans = _in_chans(model)
     with FlopCounterMode(display=False) as counter:
         meta(torch.empty(1, in_chans, img_size, img_size, device='meta'))
     return params, counter.get_total_flops() / 2e9
@@ -115,4 +124,5 @@ def render_model_card(
         kernel_sizes=', '.join(map(str, getattr(model, 'eca_kernel_sizes', ()))) or 'none (a study baseline)',
         params_m=f'{params / 1e6:.2f}',
         gmacs=f'{gmacs:.2f}', img_size=input_size[-1], input_size=' x '.join(map(str, input_size)),
-        num_classes=model.num_classes, dataset=dataset or 'custom', source=src, recipe=recipe_md, results=results)
+        num_classes=model.num_classes, dataset=dataset or 'custom', source=src, recipe=recipe_md, results=results,
+        img_mode='L' if _in_chans(model) == 1 else 'RGB')
