@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eca_timm.layers import EcaLayer, bn_eca_residual
 from eca_timm.models.eca_mobilenetv2 import EcaInvertedResidual
 from eca_timm.models.eca_resnet import EcaResNet
 
@@ -100,3 +101,33 @@ def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(x)
     return sum(storages.values())
+
+
+def check_batch_norm_variant(bn_kwargs: dict, training: bool, place=lambda *ts: ts) -> None:
+    """``bn_eca_residual`` with a BatchNorm option that changes its forward or backward (no affine, no running
+    stats, a cumulative average) against ``nn.BatchNorm2d``'s autograd, float64, twice (the cumulative average
+    uses num_batches_tracked). ``place`` moves modules and tensors (to a device, a layout)."""
+    import copy
+    torch.manual_seed(0)
+    bn, eca = nn.BatchNorm2d(12, **bn_kwargs).double().train(training), EcaLayer(12, 3).double()
+    if bn.affine and bn.track_running_stats:
+        randomize_bn(bn)
+    elif bn.track_running_stats:
+        with torch.no_grad():
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+    r_bn, r_eca = copy.deepcopy(bn), RefEca(eca.conv.weight)
+    bn, eca, r_bn, r_eca = place(bn, eca, r_bn, r_eca)
+    c, shortcut = place(torch.randn(4, 12, 5, 5, dtype=torch.double), torch.randn(4, 12, 5, 5, dtype=torch.double))
+    c1, c2 = c.clone().requires_grad_(), c.clone().requires_grad_()
+    s1, s2 = shortcut.clone().requires_grad_(), shortcut.clone().requires_grad_()
+    for _ in range(2):
+        out, r_out = bn_eca_residual(c1 * 1, bn, eca, s1), s2 + r_eca(r_bn(c2 * 1))
+        out.backward(r_out.detach())
+        r_out.backward(r_out.detach())
+        assert max_rel(out, r_out) < 1e-10
+    for a, b in [(c1.grad, c2.grad), (s1.grad, s2.grad), (eca.conv.weight.grad, r_eca.weight.grad),
+                 *zip([p.grad for p in bn.parameters()], [p.grad for p in r_bn.parameters()])]:
+        assert max_rel(a, b) < 1e-10
+    for a, b in zip(bn.buffers(), r_bn.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -22,8 +22,8 @@ from eca_timm.layers.eca import EcaLayer
 from eca_timm.models.eca_mobilenetv2 import EcaInvertedResidual
 from eca_timm.models.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
 from eca_timm.layers.fused import bn_eca_residual, fused_backend
-from fused_reference import (SMALL, RefEca, assert_close, max_rel, randomize_bn, ref_eca, ref_inverted_residual,
-                             ref_resnet, run, saved_bytes)
+from fused_reference import (SMALL, RefEca, assert_close, check_batch_norm_variant, max_rel, randomize_bn, ref_eca,
+                             ref_inverted_residual, ref_resnet, run, saved_bytes)
 
 pytestmark = pytest.mark.skipif(
     not fused.triton_available(),
@@ -141,29 +141,7 @@ def test_op_shapes_layouts_and_relu(shape, k, relu, with_shortcut, channels_last
 @pytest.mark.parametrize('training', [True, False], ids=['train', 'eval'])
 def test_batch_norm_variants(bn_kwargs, training):
     """The BatchNorm options that change its forward or backward, against nn.BatchNorm2d's autograd."""
-    torch.manual_seed(0)
-    bn, eca = nn.BatchNorm2d(12, **bn_kwargs).train(training), EcaLayer(12, 3)
-    if bn.affine and bn.track_running_stats:
-        randomize_bn(bn)
-    elif bn.track_running_stats:
-        with torch.no_grad():
-            bn.running_mean.uniform_(-0.2, 0.2)
-            bn.running_var.uniform_(0.5, 1.5)
-    r_bn, r_eca = copy.deepcopy(bn), RefEca(eca.conv.weight)
-    bn, eca, r_bn, r_eca = _to(bn, eca, r_bn, r_eca)
-    c, shortcut = _to(torch.randn(4, 12, 5, 5), torch.randn(4, 12, 5, 5))
-    c1, c2 = c.clone().requires_grad_(), c.clone().requires_grad_()
-    s1, s2 = shortcut.clone().requires_grad_(), shortcut.clone().requires_grad_()
-    for _ in range(2):  # twice: the cumulative average uses num_batches_tracked
-        out, r_out = bn_eca_residual(c1 * 1, bn, eca, s1), s2 + r_eca(r_bn(c2 * 1))
-        out.backward(r_out.detach())
-        r_out.backward(r_out.detach())
-        assert max_rel(out, r_out) < 1e-10
-    for a, b in [(c1.grad, c2.grad), (s1.grad, s2.grad), (eca.conv.weight.grad, r_eca.weight.grad),
-                 *zip([p.grad for p in bn.parameters()], [p.grad for p in r_bn.parameters()])]:
-        assert max_rel(a, b) < 1e-10
-    for a, b in zip(bn.buffers(), r_bn.buffers()):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    check_batch_norm_variant(bn_kwargs, training, place=_to)
 
 
 def test_training_batch_of_one_value_per_channel_is_refused_like_batch_norm():
