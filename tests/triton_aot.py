@@ -3,7 +3,7 @@
 Run as a script (TRITON_INTERPRET unset, so the kernels are JIT functions): it compiles each kernel down to cubin for
 sm_90 (H100/H200) and sm_80 (A100) with bf16 activations, specialized as Triton's JIT specializes a channels_last or
 NCHW launch (unit strides as constants, 16-divisible pointers and sizes), and prints one JSON line per kernel with
-the number of 128-bit global loads and stores in its PTX.
+the number of 128-bit global loads and stores in its PTX; then the other specializations (``VARIANTS``).
 """
 import json
 import sys
@@ -33,6 +33,20 @@ KERNELS = [
      (), ()),
     (ft._channel_backward_kernel, dict(HAS_W=True, HAS_BIAS=True, BATCH_STATS=True, K=7, BLOCK_B=64, BLOCK_C=16,
                                        **ACC), (), ()),
+]
+# The other specializations a launch can take (no BatchNorm affine, no drop path, k=1, eval statistics, no ReLU, no
+# shortcut), and fp16 / fp32 activations: sm_90, channels_last.
+VARIANTS = [
+    (ft._gate_kernel, dict(HAS_W=False, HAS_BIAS=False, HAS_MASK=False, K=1, BLOCK_B=16, BLOCK_C=32, **ACC), 'bf16'),
+    (ft._gate_backward_kernel, dict(HAS_W=False, HAS_BIAS=False, HAS_MASK=False, K=1, BLOCK_B=16, BLOCK_C=32, **ACC),
+     'bf16'),
+    (ft._channel_backward_kernel, dict(HAS_W=False, HAS_BIAS=False, BATCH_STATS=False, K=3, BLOCK_B=64, BLOCK_C=16,
+                                       **ACC), 'bf16'),
+    (ft._affine_kernel, dict(HAS_Y=False, HAS_S=False, RELU=False, BLOCK_C=64, BLOCK_HW=32, **ACC), 'fp16'),
+    (ft._affine_kernel, dict(HAS_Y=True, HAS_S=False, RELU=False, BLOCK_C=64, BLOCK_HW=32, **ACC), 'fp32'),
+    (ft._grad_sums_kernel, dict(RELU=False, BLOCK_C=64, BLOCK_HW=32, **ACC), 'fp16'),
+    (ft._plane_stats_kernel, dict(NEED_M2=True, BLOCK_C=64, BLOCK_HW=32, **ACC), 'fp32'),
+    (ft._plane_stats_kernel, dict(NEED_M2=True, BLOCK_C=64, BLOCK_HW=32, ACC=tl.float64), 'fp64'),
 ]
 
 
@@ -66,6 +80,11 @@ def main() -> int:
                 print(json.dumps(dict(kernel=kernel.__name__, arch=arch, layout=layout, constexprs=str(constexprs),
                                       ld_v4=ptx.count('ld.global.v4'), st_v4=ptx.count('st.global.v4'))),
                       flush=True)
+    for kernel, constexprs, dtype in VARIANTS:
+        ptx = compile_kernel(kernel, constexprs, (), GPUTarget('cuda', 90, 32), dtype=dtype).asm['ptx']
+        print(json.dumps(dict(kernel=kernel.__name__, arch=90, layout='variant', constexprs=str(constexprs),
+                              dtype=dtype, ld_v4=ptx.count('ld.global.v4'), st_v4=ptx.count('st.global.v4'))),
+              flush=True)
     return 0
 
 
