@@ -85,6 +85,26 @@ def test_gpu_check_script_is_ready(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     proc = subprocess.run([sys.executable, str(bench_dir / 'gpu_check.py'), '--out', str(tmp_path / 'x.json')],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    if torch.cuda.is_available():
-        return
-    assert proc.returncode == 2 and 'needs Triton, and CUDA' in proc.stderr, proc.stderr[-2000:]
+    if not torch.cuda.is_available():
+        assert proc.returncode == 2 and 'needs Triton, and CUDA' in proc.stderr, proc.stderr[-2000:]
+    # the orchestration, with stand-ins for nvidia-smi and python3: every step runs with a time limit, in order,
+    # each JSON goes to $OUT, and one log collects the output (the device returns at most 8 files)
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    (fake / 'nvidia-smi').write_text('#!/bin/sh\necho fake-smi\n')
+    (fake / 'python3').write_text('#!/bin/sh\nif [ "$1" = "-c" ]; then echo h100; exit 0; fi\necho "ran: $*"\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    out = tmp_path / 'out'
+    env = dict(os.environ, PATH=f'{fake}{os.pathsep}{os.environ["PATH"]}', OUT=str(out))
+    proc = subprocess.run(['bash', str(bench_dir / 'gpu_check.sh')], cwd=bench_dir.parent, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    log = (out / 'gpu_check.log').read_text()
+    ran = [line for line in log.splitlines() if line.startswith('ran: ')]
+    assert [line.split('--out')[0].strip() for line in ran[:1]] == ['ran: benchmarks/gpu_check.py']
+    assert [r.split('--model ')[1].split()[0] for r in ran[1:]] == ['eca_resnet50', 'eca_resnet18', 'eca_mobilenetv2',
+                                                                   'eca_resnet50']
+    assert all('--device cuda --batch-size 256' in r for r in ran[1:]) and '--modes compile' in ran[-1]
+    assert log.count(': exit 0') == 5 and 'fake-smi' in log
+    assert sorted(p.name for p in out.iterdir()) == ['gpu_check.log']  # the stand-in writes no JSON
