@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -387,6 +388,7 @@ def test_unpublished_repo_error_says_so(monkeypatch):
         raise RepositoryNotFoundError('404 Client Error: Repository Not Found',
                                       response=SimpleNamespace(headers={}, request=None))
     monkeypatch.setattr(timm.models._builder, 'load_state_dict_from_hf', not_found)
+    monkeypatch.setattr(socket, 'create_connection', lambda *a, **k: SimpleNamespace(close=lambda: None))  # online
     with pytest.raises(RuntimeError, match=r"eca_mobilenetv2\.official_in1k: no usable pretrained weights from Hugging "
                                            r"Face Hub repo 'some-org/eca_mobilenetv2\.official_in1k': the repo or its "
                                            r"weights are not on the Hub \(not published yet.*eca-timm convert "
@@ -394,6 +396,27 @@ def test_unpublished_repo_error_says_so(monkeypatch):
         # a tag published under an organisation (ECA_TIMM_HUB_ORG) whose repo is missing
         timm.create_model('eca_mobilenetv2', pretrained=True,
                           pretrained_cfg_overlay=dict(hf_hub_id='some-org/eca_mobilenetv2.official_in1k'))
+
+
+def test_offline_pretrained_fails_fast_without_huggingface_hubs_retries(monkeypatch):
+    """Hub weights not in the local cache and the Hub unreachable: the error at once, naming HF_HUB_OFFLINE=1."""
+    import time
+    from huggingface_hub import constants
+
+    def unreachable(*args, **kwargs):
+        raise OSError(-3, 'Temporary failure in name resolution')
+
+    def download(*args, **kwargs):
+        raise AssertionError('no download should be tried')
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(socket, 'create_connection', unreachable)
+    monkeypatch.setattr(timm.models._builder, 'load_state_dict_from_hf', download)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"the Hugging Face Hub \(huggingface\.co\) cannot be reached \(offline\?\) and "
+                                           r"repo 'some-org/eca_resnet18\.x' is not in the local Hub cache .*"
+                                           r"Set HF_HUB_OFFLINE=1"):
+        timm.create_model('eca_resnet18', pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='some-org/eca_resnet18.x'))
+    assert time.monotonic() - start < 5
 
 
 def test_card_front_matter_recipe_and_tags_follow_the_run(tmp_path):

@@ -8,7 +8,7 @@ from timm.models import build_model_with_cfg
 from torch import nn
 
 from ..layers import adaptive_kernel_size, check_kernel_size
-from ._pretrained import LOAD_ERRORS, pretrained_load_error
+from ._pretrained import LOAD_ERRORS, fail_fast_offline, pretrained_load_error
 from ._state_dict import official_keys_hook
 
 __all__ = ['RELEASED_KERNEL_SIZES', 'eca_cfg', 'resolve_stage_kernel_sizes', 'build_eca_model']
@@ -79,6 +79,8 @@ def build_eca_model(model_cls: Type[nn.Module], variant: str, pretrained: bool, 
     The model's ``load_state_dict`` also takes official ECA-Net keys (timm's ``load_checkpoint``, train.py
     ``--initial-checkpoint``); pass ``pretrained_filter_fn`` for timm's pretrained loaders.
     """
+    if pretrained:
+        fail_fast_offline(variant, kwargs)
     try:
         model = build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     except LOAD_ERRORS as e:

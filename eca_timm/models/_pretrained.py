@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from .._resources import HUB_DATA, data_file
 
-__all__ = ['HUB_ORG_ENV', 'LOAD_ERRORS', 'hub_data', 'hub_org', 'is_published', 'load_manifest', 'manifest_entry', 'metrics_line',
+__all__ = ['HUB_ORG_ENV', 'LOAD_ERRORS', 'fail_fast_offline', 'hub_data', 'hub_org', 'is_published', 'load_manifest', 'manifest_entry', 'metrics_line',
            'pretrained_cfgs', 'pretrained_load_error', 'repo_id']
 
 HUB_ORG_ENV = 'ECA_TIMM_HUB_ORG'
@@ -92,13 +92,47 @@ except ImportError:  # pragma: no cover
     pass
 
 
-def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseException) -> RuntimeError:
-    """An error naming where ``pretrained=True`` looked for weights and what to do about it."""
+def _resolve_source(variant: str, kwargs: Dict[str, Any]) -> Tuple[Any, str, Any]:
+    """timm's pretrained cfg of ``variant`` (with the call's overrides), where it loads from, and the location."""
     from timm.models._builder import _resolve_pretrained_source, resolve_pretrained_cfg
     cfg = resolve_pretrained_cfg(
         variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
         pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
     load_from, loc = _resolve_pretrained_source(cfg.to_dict())
+    return cfg, load_from, loc
+
+
+def fail_fast_offline(variant: str, kwargs: Dict[str, Any]) -> None:
+    """Before timm downloads Hub weights that are not in the local Hub cache: if the Hub cannot be reached, raise the
+    error now instead of after huggingface_hub's retries (about 50 s). ``HF_HUB_OFFLINE=1`` fails at once anyway."""
+    import socket
+    from urllib.parse import urlparse
+    import huggingface_hub
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        return
+    cfg, load_from, loc = _resolve_source(variant, kwargs)
+    if load_from != 'hf-hub':
+        return
+    repo = loc[0] if isinstance(loc, tuple) else loc
+    if any(isinstance(huggingface_hub.try_to_load_from_cache(repo, f), str)
+           for f in ('model.safetensors', 'pytorch_model.bin')):
+        return
+    host = urlparse(constants.ENDPOINT).hostname or 'huggingface.co'
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as e:
+        name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+        raise RuntimeError(
+            f"{name}: the Hugging Face Hub ({host}) cannot be reached (offline?) and repo '{repo}' is not in the local "
+            f"Hub cache ({e}). Set HF_HUB_OFFLINE=1 to skip the network (it then fails at once), load a file with "
+            f"pretrained_cfg_overlay=dict(file=...), or a converted folder with timm.create_model('local-dir:DIR').") \
+            from e
+
+
+def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseException) -> RuntimeError:
+    """An error naming where ``pretrained=True`` looked for weights and what to do about it."""
+    cfg, load_from, loc = _resolve_source(variant, kwargs)
     name = f'{variant}.{cfg.tag}' if cfg.tag else variant
     cause = f'{type(error).__name__}: {error}'.strip()
     if load_from == 'hf-hub':
