@@ -131,3 +131,17 @@ def check_batch_norm_variant(bn_kwargs: dict, training: bool, place=lambda *ts: 
         assert max_rel(a, b) < 1e-10
     for a, b in zip(bn.buffers(), r_bn.buffers()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def assert_same_step(module: nn.Module, run_module, ref: nn.Module, run_ref, x: torch.Tensor,
+                     tol: float = 1e-10) -> None:
+    """Forward and backward (the gradient: the reference output) of ``run_module(x)`` and ``run_ref(x)``: outputs,
+    input gradients and every parameter gradient (``module``'s against ``ref``'s, in order) agree within ``tol``."""
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, r_out = run_module(x1), run_ref(x2)
+    out.backward(r_out.detach())
+    r_out.backward(r_out.detach())
+    assert max_rel(out, r_out) < tol
+    assert max_rel(x1.grad, x2.grad) < tol
+    for (name, p), r_p in zip(module.named_parameters(), ref.parameters()):
+        assert max_rel(p.grad, r_p.grad) < tol, name

@@ -17,8 +17,8 @@ from eca_timm.models.eca_mobilenetv2 import EcaInvertedResidual
 from eca_timm.layers.eca import EcaLayer
 from eca_timm.models.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
 from eca_timm.layers.fused import bn_eca_residual, conv_input_mean
-from fused_reference import (SMALL, RefEca, assert_close, check_batch_norm_variant, flat, max_rel, randomize_bn,
-                             ref_inverted_residual, ref_resnet, run, saved_bytes)
+from fused_reference import (SMALL, RefEca, assert_close, assert_same_step, check_batch_norm_variant, flat, max_rel,
+                             randomize_bn, ref_inverted_residual, ref_resnet, run, saved_bytes)
 
 
 @pytest.mark.parametrize('block', [EcaBasicBlock, EcaBottleneck])
@@ -84,14 +84,7 @@ def test_inverted_residual_matches_reference(in_chs, out_chs, stride, exp, train
     blk.train(training)
     ref.train(training)
     x = torch.randn(2, in_chs, 8, 8, dtype=torch.double)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out, r_out = blk(x1), ref_inverted_residual(ref, x2)
-    out.backward(r_out.detach())
-    r_out.backward(r_out.detach())
-    assert max_rel(out, r_out) < 1e-10
-    assert max_rel(x1.grad, x2.grad) < 1e-10
-    for (name, p), r_p in zip(blk.named_parameters(), ref.parameters()):
-        assert max_rel(p.grad, r_p.grad) < 1e-10, name
+    assert_same_step(blk, blk, ref, lambda x: ref_inverted_residual(ref, x), x)
 
 
 def test_fused_block_keeps_no_more_than_plain_block():

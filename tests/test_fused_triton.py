@@ -22,8 +22,8 @@ from eca_timm.layers.eca import EcaLayer
 from eca_timm.models.eca_mobilenetv2 import EcaInvertedResidual
 from eca_timm.models.eca_resnet import EcaBasicBlock, EcaBottleneck, EcaResNet
 from eca_timm.layers.fused import bn_eca_residual, fused_backend
-from fused_reference import (SMALL, RefEca, assert_close, check_batch_norm_variant, max_rel, randomize_bn, ref_eca,
-                             ref_inverted_residual, ref_resnet, run, saved_bytes)
+from fused_reference import (SMALL, RefEca, assert_close, assert_same_step, check_batch_norm_variant, max_rel,
+                             randomize_bn, ref_eca, ref_inverted_residual, ref_resnet, run, saved_bytes)
 
 pytestmark = pytest.mark.skipif(
     not fused.triton_available(),
@@ -89,14 +89,7 @@ def test_inverted_residual_matches_reference(in_chs, out_chs, stride, exp, train
     blk, ref, x = _to(blk, ref, torch.randn(2, in_chs, 8, 8), channels_last=channels_last)
     blk.train(training)
     ref.train(training)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out, r_out = blk(x1), ref_inverted_residual(ref, x2)
-    out.backward(r_out.detach())
-    r_out.backward(r_out.detach())
-    assert max_rel(out, r_out) < 1e-10
-    assert max_rel(x1.grad, x2.grad) < 1e-10
-    for (name, p), r_p in zip(blk.named_parameters(), ref.parameters()):
-        assert max_rel(p.grad, r_p.grad) < 1e-10, name
+    assert_same_step(blk, blk, ref, lambda x: ref_inverted_residual(ref, x), x)
     for a, b in zip(blk.buffers(), ref.buffers()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
@@ -231,14 +224,7 @@ def test_inductor_compiled_block_matches_reference():
     ref.se = RefEca(blk.se.conv.weight)
     blk, ref, x = _to(blk, ref, torch.randn(3, 16, 8, 8), channels_last=True)
     compiled = torch.compile(blk, fullgraph=True)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out, r_out = compiled(x1), ref(x2)
-    out.backward(r_out.detach())
-    r_out.backward(r_out.detach())
-    assert max_rel(out, r_out) < 1e-10
-    assert max_rel(x1.grad, x2.grad) < 1e-10
-    for (name, p), r_p in zip(blk.named_parameters(), ref.parameters()):
-        assert max_rel(p.grad, r_p.grad) < 1e-10, name
+    assert_same_step(blk, compiled, ref, ref, x)
 
 
 def test_opcheck_fake_kernel_and_autograd_registration():
