@@ -89,19 +89,26 @@ def _bn_terms(cs, c_ok, mean_ptr, var_ptr, w_ptr, bias_ptr, eps,
 
 
 @triton.jit
+def _pooled(bs, b_ok, cj, C, mean_bc_ptr, mean_ptr, var_ptr, w_ptr, bias_ptr, eps,
+            HAS_W: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
+    """ECA's pooled input, the spatial mean of the BatchNorm output ``(mean_bc - mean) * scale + bias``, at samples
+    ``bs`` and channels ``cj`` (0 outside: the channel conv's zero padding)."""
+    cj_ok = (cj >= 0) & (cj < C)
+    mean, invstd, scale, bias = _bn_terms(cj, cj_ok, mean_ptr, var_ptr, w_ptr, bias_ptr, eps, HAS_W, HAS_BIAS, ACC)
+    ok = b_ok[:, None] & cj_ok[None, :]
+    m_bc = tl.load(mean_bc_ptr + bs[:, None] * C + cj[None, :], mask=ok, other=0.).to(ACC)
+    return tl.where(ok, (m_bc - mean[None, :]) * scale[None, :] + bias[None, :], 0.)
+
+
+@triton.jit
 def _gate_logits(bs, b_ok, cs, C, mean_bc_ptr, mean_ptr, var_ptr, w_ptr, bias_ptr, eca_ptr, eps,
                  HAS_W: tl.constexpr, HAS_BIAS: tl.constexpr, K: tl.constexpr, ACC: tl.constexpr):
     """ECA's conv over the pooled BatchNorm output, ``sum_j eca[j] * pooled[b, c + j - (K - 1) // 2]`` (zero
     padded), for a [BLOCK_B, BLOCK_C] tile."""
     acc = tl.zeros([bs.shape[0], cs.shape[0]], dtype=ACC)
     for j in tl.static_range(K):
-        cj = cs + (j - (K - 1) // 2)
-        cj_ok = (cj >= 0) & (cj < C)
-        mean, invstd, scale, bias = _bn_terms(cj, cj_ok, mean_ptr, var_ptr, w_ptr, bias_ptr, eps, HAS_W, HAS_BIAS,
-                                              ACC)
-        ok = b_ok[:, None] & cj_ok[None, :]
-        m_bc = tl.load(mean_bc_ptr + bs[:, None] * C + cj[None, :], mask=ok, other=0.).to(ACC)
-        pooled = tl.where(ok, (m_bc - mean[None, :]) * scale[None, :] + bias[None, :], 0.)
+        pooled = _pooled(bs, b_ok, cs + (j - (K - 1) // 2), C, mean_bc_ptr, mean_ptr, var_ptr, w_ptr, bias_ptr, eps,
+                         HAS_W, HAS_BIAS, ACC)
         acc += tl.load(eca_ptr + j).to(ACC) * pooled
     return acc
 
@@ -212,13 +219,8 @@ def _gate_backward_kernel(mean_bc_ptr, mean_ptr, var_ptr, w_ptr, bias_ptr, eca_p
     # d eca[j] = sum_{b, c} pooled[b, c + j - pad] * d_conv[b, c]
     n_prog = tl.num_programs(1)
     for j in tl.static_range(K):
-        cj = cs + (j - (K - 1) // 2)
-        cj_ok = (cj >= 0) & (cj < C)
-        mean_j, invstd_j, scale_j, bias_j = _bn_terms(cj, cj_ok, mean_ptr, var_ptr, w_ptr, bias_ptr, eps, HAS_W,
-                                                      HAS_BIAS, ACC)
-        ok_j = b_ok[:, None] & cj_ok[None, :]
-        m_bc = tl.load(mean_bc_ptr + bs[:, None] * C + cj[None, :], mask=ok_j, other=0.).to(ACC)
-        pooled = tl.where(ok_j, (m_bc - mean_j[None, :]) * scale_j[None, :] + bias_j[None, :], 0.)
+        pooled = _pooled(bs, b_ok, cs + (j - (K - 1) // 2), C, mean_bc_ptr, mean_ptr, var_ptr, w_ptr, bias_ptr, eps,
+                         HAS_W, HAS_BIAS, ACC)
         tl.store(deca_ptr + (pid_b * n_prog + pid_c) * K + j, tl.sum(tl.sum(pooled * d_conv, 1), 0))
 
 
