@@ -5,6 +5,7 @@ process left (``.NAME.tmp-*``) are removed by the next write of the same target.
 permissions (``0666 & ~umask``), as if created with ``open``.
 """
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -24,16 +25,11 @@ def _umask() -> int:
 
 def _remove_stale(folder: Path, name: str) -> None:
     """Remove the temporaries an interrupted write of ``folder/name`` left behind (``.name.tmp-*``, ``.name.old-*``)."""
-    for stale in list(folder.glob(f'.{glob_escape(name)}.tmp-*')) + list(folder.glob(f'.{glob_escape(name)}.old-*')):
+    for stale in list(folder.glob(f'.{glob.escape(name)}.tmp-*')) + list(folder.glob(f'.{glob.escape(name)}.old-*')):
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob wildcards escaped."""
-    return ''.join(f'[{c}]' if c in '*?[' else c for c in name)
 
 
 def _publish_permissions(root: Path) -> None:
