@@ -10,7 +10,8 @@ from .._resources import checkout_dir
 from ..models._pretrained import load_manifest, metrics_line
 from .card import effective_recipe, render_model_card
 
-__all__ = ['check_out_dir', 'dataset_label_names', 'record_in_manifest', 'write_hub_folder']
+__all__ = ['check_out_dir', 'checkout_manifest', 'dataset_label_names', 'record_in_manifest', 'write_hub_folder',
+           'write_manifest']
 
 
 def check_out_dir(out: Path, force: bool, sources: Iterable[Path] = ()) -> None:
@@ -110,14 +111,27 @@ def _checkout_hub() -> Optional[Path]:
     return checkout_dir('hub')
 
 
-def _check_record(model: nn.Module, info: Dict[str, Any]) -> Tuple[Path, str, str]:
-    """Manifest path, architecture and tag for ``--record``, or an error saying what is missing."""
+def checkout_manifest(option: str) -> Path:
+    """The checkout's hub/manifest.json, the manifest's write side, or an error saying that ``option`` needs it."""
     hub_dir = _checkout_hub()
     path = hub_dir / 'manifest.json' if hub_dir is not None else None
     if path is None or not path.is_file():
         raise FileNotFoundError(
-            f'{path or "hub/manifest.json"} not found: --record updates hub/manifest.json of an eca-timm source '
+            f'{path or "hub/manifest.json"} not found: {option} updates hub/manifest.json of an eca-timm source '
             f'checkout (git clone it and pip install -e it); an installed wheel has no manifest to edit')
+    return path
+
+
+def write_manifest(path: Path, manifest: Dict[str, Any]) -> None:
+    """Replace the checkout's manifest (atomically); the registry reads it again at the next ``import eca_timm``."""
+    with atomic_write(path) as f:
+        f.write((json.dumps(manifest, indent=2) + '\n').encode('utf-8'))
+    load_manifest.cache_clear()
+
+
+def _check_record(model: nn.Module, info: Dict[str, Any]) -> Tuple[Path, str, str]:
+    """Manifest path, architecture and tag for ``--record``, or an error saying what is missing."""
+    path = checkout_manifest('--record')
     arch, tag = model.pretrained_cfg['architecture'], info.get('tag')
     if not tag:
         raise ValueError(f'--record needs --repo-id ORG/{arch}.<tag>, the name timm will list the weights under')
@@ -147,7 +161,5 @@ def record_in_manifest(repo: str, model: nn.Module, info: Dict[str, Any]) -> str
     elif info.get('recipe_text'):
         entry['recipe'] = info['recipe_text']
     manifest['weights'][f'{arch}.{tag}'] = entry
-    with atomic_write(path) as f:
-        f.write((json.dumps(manifest, indent=2) + '\n').encode('utf-8'))
-    load_manifest.cache_clear()
+    write_manifest(path, manifest)
     return f'{arch}.{tag}'

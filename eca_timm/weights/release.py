@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .._io import atomic_write
 from ..models._pretrained import load_manifest, repo_id
 from .convert import convert, file_sha256
 from . import hub_folder
@@ -24,19 +23,13 @@ _logger = logging.getLogger(__name__)
 
 def _record_release(done: List[Dict[str, Any]]) -> Path:
     """Write each released tag's sha256 and ``published: true`` into the checkout's hub/manifest.json."""
-    hub_dir = hub_folder._checkout_hub()
-    path = hub_dir / 'manifest.json' if hub_dir is not None else None
-    if path is None or not path.is_file():
-        raise FileNotFoundError('hub/manifest.json of an eca-timm source checkout not found: --push records the '
-                                'release there (run it from a git clone with pip install -e)')
+    path = hub_folder.checkout_manifest('release --push')
     manifest = json.loads(path.read_text(encoding='utf-8'))
     for item in done:
         entry = manifest['weights'][item['tag']]
         entry['published'] = True
         entry.setdefault('source', {})['sha256'] = item['sha256']
-    with atomic_write(path) as f:
-        f.write((json.dumps(manifest, indent=2) + '\n').encode('utf-8'))
-    load_manifest.cache_clear()
+    hub_folder.write_manifest(path, manifest)
     return path
 
 
