@@ -1,7 +1,7 @@
 """Shared fixtures: timm's scripts (train.py, validate.py, ...) live outside the project.
 
 Without CUDA, Triton's kernels run in Triton's interpreter on the CPU: TRITON_INTERPRET=1 is set here, before
-eca_timm (and so its kernels) is imported, so ``test_fused_triton.py`` can check them on any machine.
+eca_timm (and so its kernels) is imported, so ``test_fused_step.py`` can check them on any machine.
 """
 import importlib.util
 import os
