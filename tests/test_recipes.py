@@ -1,5 +1,7 @@
 """The shipped train.py recipes and sweep parse against timm's own train.py; bad input fails before training."""
+import re
 from pathlib import Path
+from typing import List
 
 import pytest
 import timm
@@ -36,12 +38,48 @@ def test_recipe_parses_with_train_py(recipe, timm_scripts):
     assert timm.is_model(args.model)
 
 
-def test_paper_recipes_follow_the_paper(timm_scripts):
-    args = parse_train_args(timm_scripts / 'train.py',
-                            ['--config', str(CONFIGS / 'imagenet/eca_resnet50_paper.yaml')]).args
-    assert (args.opt, args.momentum, args.weight_decay, args.epochs) == ('momentum', 0.9, 1e-4, 100)
-    assert (args.sched, args.decay_epochs, args.decay_rate, args.warmup_epochs) == ('step', 30, 0.1, 0)
-    assert args.lr_base * 8 * args.batch_size / args.lr_base_size == pytest.approx(0.1 * 8 * 32 / 256)
+def _processes(recipe: Path) -> int:
+    """The process count of the recipe's own launch line (``./distributed_train.sh N --config ...``)."""
+    return int(re.search(r'distributed_train\.sh (\d+) --config', recipe.read_text()).group(1))
+
+
+def _epoch_lrs(args, world_size: int = 1) -> List[float]:
+    """The lr of every epoch train.py would train with: its lr_base rule, then timm's scheduler stepped per epoch."""
+    import torch
+    from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+    lr = args.lr or args.lr_base * args.batch_size * world_size / args.lr_base_size  # train.py's linear rule
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    scheduler, epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args), updates_per_epoch=1)
+    lrs = []
+    for epoch in range(epochs):
+        scheduler.step(epoch)
+        lrs.append(optimizer.param_groups[0]['lr'])
+    return lrs
+
+
+# The authors' scripts (BangguWu/ECANet): main.py trains the ResNets, light_main.py MobileNetV2, both with the
+# README's command `CUDA_VISIBLE_DEVICES=0,1,2,3 python main.py ...`: one DataParallel process over 4 GPUs.
+OFFICIAL = {
+    'main.py': dict(batch=256, lr=lambda e: 0.1 * 0.1 ** (e // 30), epochs=100, weight_decay=1e-4),
+    'light_main.py': dict(batch=96, lr=lambda e: 0.045 * 0.98 ** e, epochs=400, weight_decay=4e-5),
+}
+OFFICIAL_GPUS = 4
+
+
+@pytest.mark.parametrize('recipe', sorted(CONFIGS.glob('imagenet/*_paper.yaml')), ids=lambda p: p.stem)
+def test_paper_recipes_train_like_the_authors_scripts(recipe, timm_scripts):
+    """Schedule, optimizer and BatchNorm batch of the authors' script the header names, 4 GPUs x 64 (or 24) images;
+    BatchNorm running statistics those of process 0, as DataParallel keeps replica 0's and main.py never averages."""
+    text = recipe.read_text()
+    script = 'light_main.py' if 'mobilenetv2' in recipe.name else 'main.py'
+    assert f'the authors\' {script}' in text
+    official = OFFICIAL[script]
+    args = parse_train_args(timm_scripts / 'train.py', ['--config', str(recipe)]).args
+    assert _processes(recipe) == OFFICIAL_GPUS and args.batch_size * OFFICIAL_GPUS == official['batch']
+    assert (args.opt, args.momentum, args.weight_decay, args.epochs) == (
+        'momentum', 0.9, official['weight_decay'], official['epochs'])
+    assert _epoch_lrs(args, OFFICIAL_GPUS) == pytest.approx([official['lr'](e) for e in range(official['epochs'])])
+    assert args.dist_bn == 'broadcast'
 
 
 def test_sweep_parameters_are_train_py_flags(timm_scripts):
