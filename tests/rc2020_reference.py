@@ -1,11 +1,13 @@
 """Test reference: the reproducibility report's CIFAR-10 ResNet-18 with Echo's SE or CBAM, re-implemented from their
 description (digantamisra98/Reproducibilty-Challenge-ECANET models/att_models.py, digantamisra98/Echo
-echoAI/Attention/cv/t_attn.py and echoAI/utils/torch_utils.py). Module names follow that code, so ``state_dict()``
-keys are its keys. Written independently of ``eca_timm`` and timm: plain torch only.
+echoAI/Attention/cv/t_attn.py and echoAI/utils/torch_utils.py). The gates' module names follow Echo's code; the
+ResNet is official_eca.py's. Written independently of ``eca_timm`` and timm: plain torch only.
 """
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from official_eca import ECABasicBlock, OfficialEcaResNet
 
 
 class ChannelGate(nn.Module):
@@ -59,42 +61,11 @@ class CBAM(nn.Module):
         return self.SpatialGate(self.ChannelGate(x))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, inplanes: int, planes: int, stride: int, att) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.att = att(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.att(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
-        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class AttResNet18(nn.Module):
-    """ImageNet stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool), 2-2-2-2 basic blocks with ``att`` after bn2."""
-
-    def __init__(self, att, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        chans = [64, 64, 128, 256, 512]
-        for i in range(1, 5):
-            stride = 1 if i == 1 else 2
-            self.add_module(f'layer{i}', nn.Sequential(BasicBlock(chans[i - 1], chans[i], stride, att),
-                                                       BasicBlock(chans[i], chans[i], 1, att)))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+def att_resnet18(att) -> OfficialEcaResNet:
+    """att_models.py's ResNet-18: the official ECA-ResNet-18 layout (ImageNet stem, attention after bn2, 10 classes)
+    with ``att`` in place of each block's ECA (its keys: ``.eca.`` where att_models.py has ``.att.``)."""
+    model = OfficialEcaResNet(ECABasicBlock, (2, 2, 2, 2), (3, 3, 3, 3), num_classes=10)
+    for block in model.modules():
+        if isinstance(block, ECABasicBlock):
+            block.eca = att(block.bn2.num_features)
+    return model

@@ -11,7 +11,7 @@ import torchvision
 
 import eca_timm
 from official_eca import ECABasicBlock, OfficialEcaResNet, randomize_
-from rc2020_reference import CBAM, SE, AttResNet18
+from rc2020_reference import CBAM, SE, att_resnet18
 
 # Counted by the report's train_cifar.py ("Number of model parameters"), 10 classes.
 PARAMS = {'resnet18_rc2020': 11_181_642, 'eca_resnet18_rc2020': 11_181_678, 'se_resnet18_rc2020': 11_270_722,
@@ -27,15 +27,15 @@ def _reference(name: str) -> torch.nn.Module:
         return torchvision.models.resnet18(num_classes=10)
     if name == 'eca_resnet18_rc2020':
         return OfficialEcaResNet(ECABasicBlock, (2, 2, 2, 2), (3, 5, 5, 5), num_classes=10)
-    return AttResNet18(SE if name.startswith('se_') else CBAM)
+    return att_resnet18(SE if name.startswith('se_') else CBAM)
 
 
 def _to_timm_keys(state_dict: dict, cbam: bool) -> dict:
     """The reference's keys onto timm's ResNet: attention at ``.se``, Echo's Linear layers as 1x1 convs."""
-    names = {'.eca.': '.se.', '.att.SpatialGate.conv_bn.0.': '.se.spatial.conv.conv.',
-             '.att.SpatialGate.conv_bn.1.': '.se.spatial.conv.bn.',
-             '.att.ChannelGate.gate_c.gate_c_fc_0.': '.se.channel.fc1.' if cbam else '.se.fc1.',
-             '.att.ChannelGate.gate_c.gate_c_fc_final.': '.se.channel.fc2.' if cbam else '.se.fc2.'}
+    names = {'.eca.SpatialGate.conv_bn.0.': '.se.spatial.conv.conv.',
+             '.eca.SpatialGate.conv_bn.1.': '.se.spatial.conv.bn.',
+             '.eca.ChannelGate.gate_c.gate_c_fc_0.': '.se.channel.fc1.' if cbam else '.se.fc1.',
+             '.eca.ChannelGate.gate_c.gate_c_fc_final.': '.se.channel.fc2.' if cbam else '.se.fc2.', '.eca.': '.se.'}
     out = {}
     for k, v in state_dict.items():
         for old, new in names.items():
