@@ -186,7 +186,8 @@ def test_rc2020_preset_trains_like_train_cifar_py(recipe, timm_scripts):
     assert (args.opt, args.lr, args.momentum, args.weight_decay) == ('momentum', 0.1, 0.9, 5e-4)
     assert set(_weight_decays(args)) == {5e-4}
     assert (tuple(args.mean), tuple(args.std)) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-    assert (args.hflip, args.smoothing, args.color_jitter, args.mixup, args.reprob, args.amp) == (0.5, 0, 0, 0, 0, False)
+    assert (args.hflip, args.smoothing, args.color_jitter, args.mixup, args.reprob) == (0.5, 0, 0, 0, 0)
+    assert not args.amp  # fp32, as train_cifar.py
     assert args.epochs == 50 and _epoch_lrs(args) == pytest.approx(_torch_multistep_lrs(50)) == [0.1] * 50
     full = parse_train_args(timm_scripts / 'train.py', ['--config', str(recipe), '--epochs', '200']).args
     assert _epoch_lrs(full) == pytest.approx(_torch_multistep_lrs(200))  # and train_cifar.py's two decays
