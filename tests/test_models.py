@@ -291,7 +291,7 @@ def test_no_plugin_name_shadows_a_timm_model(tmp_path):
     proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = json.loads(proc.stdout.splitlines()[-1])
-    assert len(names['ours']) == 10
+    assert len(names['ours']) == 14
     assert set(names['ours']).isdisjoint(names['before'])
 
 

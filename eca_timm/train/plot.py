@@ -3,7 +3,8 @@
 ``top1.png`` and ``loss.png`` are the mean ± std curves over seeds; ``per_seed.png`` shows every run's final top-1
 per variant (points, mean, 95% CI of the mean) beside each variant's difference from the baseline (95% CI and
 permutation p); ``cost.png`` puts accuracy against cost, one point per variant: GMACs, and measured training and
-inference speed when there is a measurement. matplotlib is only needed here (``pip install 'eca-timm[plot]'``).
+inference speed when there is a measurement. matplotlib and scipy are only needed here
+(``pip install 'eca-timm[plot]'``).
 """
 import json
 import os
@@ -15,7 +16,7 @@ import numpy as np
 from .._io import atomic_write
 from .cost import measure_throughput, spec_from_args, write_cost_json
 from .report import StudyReport, VariantCurves, aggregate, build_report, choose_baseline, results_markdown
-from .stats import mean_ci
+from .stats import mean_ci, require_scipy
 
 __all__ = ['plot_curves', 'plot_per_seed', 'plot_cost', 'write_plots']
 
@@ -163,6 +164,7 @@ def write_plots(
     instead. Without either, results.md says that throughput was not measured.
     """
     plt = _pyplot()
+    require_scipy()  # the statistics' extra too, before any timing
     study_dir = Path(study_dir)
     curves = aggregate(study_dir)
     paths = {key: study_dir / f'{key}.png' for key in FIGURES}
