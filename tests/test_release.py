@@ -29,9 +29,18 @@ def test_release_dry_run_converts_and_changes_nothing(release_dir, tmp_path, che
     sha = file_sha256(str(release_dir / 'eca_resnet18_k3577.pth.tar'))
     assert f'eca_resnet18.official_in1k: eca_resnet18_k3577.pth.tar sha256 {sha} verified' in out
     assert 'dry run: --push uploads 1 folder(s)' in out
-    assert sorted(p.name for p in (tmp_path / 'hub' / 'eca_resnet18.official_in1k').iterdir()) == [
-        'README.md', 'config.json', 'model.safetensors']
+    folder = tmp_path / 'hub' / 'eca_resnet18.official_in1k'
+    assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     assert (checkout_hub / 'manifest.json').read_text() == before
+    # transformers loads the folder release writes (issue 19), with timm's logits
+    import timm
+    import torch
+    from transformers import AutoModelForImageClassification
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModelForImageClassification.from_pretrained(folder).eval()(x).logits,
+                                   timm.create_model(f'local-dir:{folder}', pretrained=True).eval()(x),
+                                   rtol=0, atol=1e-5)
 
 
 def test_release_push_uploads_the_dry_runs_folders_and_records(release_dir, tmp_path, checkout_hub, fake_hub,
