@@ -501,3 +501,35 @@ def test_card_names_the_base_model_a_run_started_from(tmp_path, monkeypatch):
     (run / 'args.yaml').write_text(yaml.safe_dump(dict(args, pretrained=False)))  # trained from scratch
     main(['publish', str(run), '--repo-id', 'me/eca_resnet18.c10', '--dry-run', '--out', str(out), '--force'])
     assert 'base_model' not in _front_matter(out / 'README.md')
+
+
+def test_quickstart_card_says_what_the_data_and_the_weights_are(tmp_path):
+    """Issue 21.2: the quickstart's card (its publish arguments, a folder dataset on disk): dataset, split (the
+    test file: Fashion-MNIST has no validation split), subset and counts, a demo, usage that loads the folder,
+    epochs as the recipe counts them."""
+    from eca_timm.train.datasets import write_image_folder
+    from eca_timm.train.quickstart import FASHION_MNIST_HUB_ID, card_args
+    data, counts = write_image_folder(tmp_path / 'data', train_per_class=2, val_per_class=1)
+    run = tmp_path / 'train'
+    _train_folder(run, name='eca_resnet18_cifar', in_chans=1)
+    args = yaml.safe_load((run / 'args.yaml').read_text())
+    args.update(dataset='', data_dir=str(data), epochs=3)
+    (run / 'args.yaml').write_text(yaml.safe_dump(args))
+    hub = tmp_path / 'hub'
+    assert main(['publish', str(run), '--repo-id', 'local/eca_resnet18_cifar.fashion_mnist_quickstart',
+                 *card_args(3, counts), '--dry-run', '--out', str(hub)]) == 0
+    meta, card = _front_matter(hub / 'README.md'), (hub / 'README.md').read_text()
+    assert meta['datasets'] == [FASHION_MNIST_HUB_ID]
+    assert meta['model-index'][0]['results'][0]['dataset'] == {
+        'name': FASHION_MNIST_HUB_ID, 'type': FASHION_MNIST_HUB_ID, 'split': 'test'}
+    assert f'- **Data:** {FASHION_MNIST_HUB_ID} (a folder dataset: 20 training images (train/), 10 evaluation ' \
+           f'images (validation/))' in card
+    use = card.split('## Intended use and limitations\n')[1].split('\n')[0]
+    assert use.startswith("A demo of eca-timm's workflow (`eca-timm quickstart`), not a Fashion-MNIST model to use: "
+                          "3 epochs on a subset of Fashion-MNIST shipped with eca-timm, 20 training images")
+    assert '10 evaluation images (from its test file; Fashion-MNIST has no validation split)' in use
+    assert f"timm.create_model('local-dir:{hub}', pretrained=True)" in card and 'hf-hub:local/' not in card
+    assert "after epoch 2 of 3 (summary.csv's epoch 1, counted from 0" in card
+    assert f'| {FASHION_MNIST_HUB_ID} (test) | 61.50 | 95.75 |' in card
+    assert json.loads((hub / 'config.json').read_text())['label_names'] == sorted(
+        p.name for p in (data / 'train').iterdir())
