@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
-from ..models._pretrained import manifest_entry, repo_id
+from ..models._pretrained import hub_org, manifest_entry, repo_id
 from ..models._state_dict import CheckpointMismatchError
 from .card import WeightsInfo
 from .checkpoint import check_model_name, file_sha256, fit_exactly, read_checkpoint, unreadable_checkpoint
@@ -28,13 +28,13 @@ def check_tag(model_name: str, tag: str) -> str:
     """The Hub repo id of ``<model_name>.<tag>``, or a ValueError when the tag cannot be part of one."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
-    repo = repo_id(f'{model_name}.{tag}')
+    repo = f'{hub_org()}/{model_name}.{tag}'  # the name the tag's repo gets (unless the manifest names one)
     try:
         validate_repo_id(repo)
     except HFValidationError as e:
         raise ValueError(f"--tag {tag!r} cannot name a Hub repo ({repo}: {' '.join(str(e).split())}); use letters, "
                          f"digits, '-', '_' and '.', e.g. --tag official_in1k") from e
-    return repo
+    return repo_id(f'{model_name}.{tag}')
 
 
 def convert_checkpoint(src: Path, model_name: str, tag: str = 'official_in1k',
