@@ -175,7 +175,8 @@ def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseExcep
         src = (entry.get('source') or {}).get('file', 'CHECKPOINT')
         where = (entry.get('source') or {}).get('url', 'its release page')
         return RuntimeError(
-            f"{name}: these weights are not published on the Hugging Face Hub yet (hub/manifest.json). Load the "
+            f"{name}: these weights are not published on the Hugging Face Hub yet (eca-timm's manifest; `eca-timm "
+            f"models` lists the tags). Load the "
             f"release file directly: timm.create_model('{variant}', pretrained=True, "
             f"pretrained_cfg_overlay=dict(file='{src}')) (download it from {where}), or convert it once with "
             f"`eca-timm convert {src} --model {variant} --out DIR` and use timm.create_model('local-dir:DIR').")
