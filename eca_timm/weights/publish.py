@@ -85,14 +85,14 @@ def _create(model_name: str, state_dict: Dict[str, torch.Tensor], ckpt: Path, **
     import timm
     model = timm.create_model(model_name, **kwargs)
     remapped = remap_checkpoint(state_dict, model)
-    cfg = model.pretrained_cfg
+    cfg, target = model.pretrained_cfg, model.state_dict()
     inferred = {}
     for kwarg, layer, dim in (('num_classes', cfg.get('classifier'), 0), ('in_chans', cfg.get('first_conv'), 1)):
-        weight = remapped.get(f'{layer}.weight')
-        if kwarg not in kwargs and weight is not None and weight.dim() > dim:
-            inferred[kwarg] = int(weight.shape[dim])
-    if inferred.get('num_classes', model.num_classes) != model.num_classes or \
-            inferred.get('in_chans', 3) != model.state_dict()[f"{cfg['first_conv']}.weight"].shape[1]:
+        theirs, ours = remapped.get(f'{layer}.weight'), target.get(f'{layer}.weight')
+        if kwarg not in kwargs and theirs is not None and ours is not None and theirs.dim() == ours.dim() and \
+                theirs.shape[dim] != ours.shape[dim]:
+            inferred[kwarg] = int(theirs.shape[dim])
+    if inferred:
         model = timm.create_model(model_name, **kwargs, **inferred)
     fix = (f'the weights do not match args.yaml (num_classes, in_chans / input_size, model_kwargs): fix args.yaml, '
            f'or publish the checkpoint file alone with --model {model_name}')
