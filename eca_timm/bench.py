@@ -25,7 +25,7 @@ from timm.layers import EcaModule
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from ._io import atomic_write
+from ._io import atomic_write, check_writable
 from ._timing import CLOCKS, clock as make_clock, device_name, interleaved_times, make_step, summarize
 from .models import RELEASED_KERNEL_SIZES, EcaResNet
 from .models.eca_resnet import ECA_RESNET_ARCHS
@@ -221,6 +221,8 @@ def _write_json(report: Dict[str, Any], path: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.output:
+        check_writable(args.output, '--output')  # before any timing
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     if args.threads:
         torch.set_num_threads(args.threads)

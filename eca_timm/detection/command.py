@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from .._io import atomic_write
+from .._io import atomic_write, check_writable
 from .data import check_num_classes, collate_detection, load_coco_detection
 from .engine import (
     coco_evaluate, gather_results, load_checkpoint, load_detector, predict_coco_results, save_checkpoint,
@@ -235,6 +235,8 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
 
 def evaluate(args: argparse.Namespace) -> Dict[str, float]:
     """COCO box (and mask) AP of a checkpoint on a COCO-format dataset."""
+    if args.metrics_file:
+        check_writable(args.metrics_file, '--metrics-file')  # before any work
     dist_info = _init_device(args)
     distributed, is_main = dist_info['distributed'], dist_info['global_rank'] == 0
     device = torch.device(args.device)
