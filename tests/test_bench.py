@@ -69,7 +69,7 @@ def test_bench_output_is_progress_and_table_only(tmp_path):
     (dict(rounds=0), '--rounds must be a positive integer, got 0'),
     (dict(batch_size=0), '--batch-size must be a positive integer, got 0'),
     (dict(device='gpu'), r"--device gpu: not a device name .*use 'cpu' or 'cuda\[:N\]'"),
-    (dict(device='mps'), r"--device mps: bench times 'cpu' and 'cuda\[:N\]' only"),
+    (dict(device='mps'), r"--device mps: eca-timm times 'cpu' and 'cuda\[:N\]' only"),
 ])
 def test_bench_input_checks(kwargs, match):
     with pytest.raises(ValueError, match=match):
