@@ -97,4 +97,4 @@ def register(subparsers: Any) -> None:
     p.add_argument('--out', required=True, help='folder to write (must not exist unless --force)')
     p.add_argument('--tag', default='official_in1k', help='pretrained tag; metrics come from hub/manifest.json')
     p.add_argument('--force', action='store_true', help='replace an existing --out folder')
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, interrupted_note='nothing written')

@@ -71,7 +71,11 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         'release', help='maintainers: convert, verify and publish every official release file found in a folder',
-        description=__doc__.split('\n\n')[1].replace('``', "'"))
+        description='For every manifest tag whose release file (source.file) is in DIR: convert it (strict load, '
+                    'verified), check its sha256 against the manifest\'s (when recorded), and write the Hub folder to '
+                    'OUT/<model>.<tag>. A dry run stops there and says what --push would do; --push then uploads each '
+                    'folder to its repo and records the file\'s sha256 and "published: true" in the checkout\'s '
+                    'hub/manifest.json (commit it).')
     p.add_argument('release_dir', help='folder holding official release files (eca_resnet50_k3557.pth.tar, ...)')
     p.add_argument('--out', default='hub', help='where the Hub folders go (OUT/<model>.<tag>)')
     p.add_argument('--push', action='store_true', help='upload and record in hub/manifest.json (else a dry run)')
