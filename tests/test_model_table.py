@@ -50,7 +50,8 @@ def test_models_lists_the_study_models(capsys):
     assert study['resnet18_cifar']['params'] == 11_173_962 and study['resnet18_cifar']['eca_kernel_sizes'] is None
     assert study['eca_resnet18_cifar']['params'] == 11_173_962 + 44
     assert study['eca_resnet18_cifar']['eca_kernel_sizes'] == [3, 5, 7, 7]
-    assert study['resnet18_cifar']['img_size'] == 32 and study['resnet18_cifar']['gmacs'] == pytest.approx(0.56, abs=0.01)
+    assert study['resnet18_cifar']['img_size'] == 32
+    assert study['resnet18_cifar']['gmacs'] == pytest.approx(0.56, abs=0.01)
 
 
 def test_unknown_command(capsys):
