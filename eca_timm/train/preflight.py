@@ -108,6 +108,11 @@ def _value_problem(action: argparse.Action, value: Any) -> Optional[str]:
     for item in (value if many else [value]):
         if action.type in kinds:
             ok, name = kinds[action.type]
+            if not many and isinstance(item, str) and callable(action.type):
+                try:  # argparse converts a string default (YAML reads 1e-3 as one)
+                    item = action.type(item)
+                except ValueError:
+                    return f'takes {name}'
             if isinstance(item, bool) or not isinstance(item, ok):
                 return f'takes {name}'
         if action.choices is not None and item not in action.choices:
@@ -269,7 +274,7 @@ def check_run_folder(args: argparse.Namespace) -> None:
                              if n in RUN_FILES or (n.startswith('checkpoint-') and n.endswith('.pth.tar')))
     if held:
         listed = ', '.join(held[:5]) + (', ...' if len(held) > 5 else '')
+        resume = f'continue it with --resume {path / "last.pth.tar"}, or ' if 'last.pth.tar' in held else ''
         raise FileExistsError(
-            f'run folder {path} already holds an earlier run ({listed}): continue it with --resume '
-            f'{path / "last.pth.tar"}, or start a new run with another --experiment name (or none for a new '
-            f'dated folder)')
+            f'run folder {path} already holds an earlier run ({listed}): {resume}start a new run with another '
+            f'--experiment name (or none for a new dated folder)' + ('' if resume else ', or remove those files'))
