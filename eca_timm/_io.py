@@ -1,9 +1,13 @@
-"""Atomic writes: build in a temporary file or folder beside the target, rename over it when complete.
+"""Files in and out: atomic writes, and reads whose errors name the file.
 
 An interrupted or failing write leaves the target as it was and no temporary behind. Temporaries carry their
 writer's pid (``.NAME.tmp-<pid>-*``): the next write of the same target removes those of writers that died
 (``kill -9``) and refuses while another live process writes it. Written files get the usual permissions
 (``0666 & ~umask``), as if created with ``open``. ``check_writable`` refuses an unwritable target before any work.
+
+Reads (``read_text``, ``read_yaml_mapping``, ``read_json``) raise ``ValueError`` with the path first and what is
+wrong (not UTF-8, not valid YAML or JSON with line and column, empty, not a mapping), so a command can print it as
+its one error line.
 """
 import contextlib
 import glob
@@ -13,9 +17,9 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional, Union
+from typing import Any, BinaryIO, Dict, Iterator, Optional, Union
 
-__all__ = ['atomic_write', 'atomic_dir', 'check_writable', 'read_json', 'write_json']
+__all__ = ['atomic_write', 'atomic_dir', 'check_writable', 'read_json', 'read_text', 'read_yaml_mapping', 'write_json']
 
 PathLike = Union[str, os.PathLike]
 
@@ -168,13 +172,44 @@ def write_json(path: PathLike, data: Any, indent: int = 2) -> None:
         f.write((json.dumps(data, indent=indent) + '\n').encode('utf-8'))
 
 
-def read_json(path: PathLike) -> Any:
-    """The JSON in ``path``; a file that is not UTF-8 JSON is a ``ValueError`` naming it (the path first)."""
+def read_text(path: PathLike) -> str:
+    """The UTF-8 text of ``path``; a file that is not UTF-8 text is a ``ValueError`` naming it."""
+    data = Path(path).read_bytes()
     try:
-        return json.loads(Path(path).read_text(encoding='utf-8'))
+        return data.decode('utf-8')
     except UnicodeDecodeError as e:
-        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): not a JSON file eca-timm '
-                         f'wrote; fix or replace it') from e
+        raise ValueError(f'{path} is not UTF-8 text (byte {e.start}: {e.reason}): save it as UTF-8') from e
+
+
+def _where(error: Any) -> str:
+    """'line L, column C: problem' of a YAML error (1-based, as an editor shows them)."""
+    mark = getattr(error, 'problem_mark', None)
+    problem = getattr(error, 'problem', None) or ' '.join(str(error).split())
+    return f'line {mark.line + 1}, column {mark.column + 1}: {problem}' if mark is not None else problem
+
+
+def read_yaml_mapping(path: PathLike, what: str = 'a YAML mapping') -> Dict[str, Any]:
+    """The mapping a YAML file holds; ``what`` names the content expected (e.g. 'a train.py recipe').
+
+    A file that is empty, not valid YAML or not a mapping is a ``ValueError`` naming the file and where it fails.
+    """
+    import yaml
+    text = read_text(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f'{path} is not valid YAML ({_where(e)}): fix it') from e
+    if data is None:
+        raise ValueError(f'{path} is empty: expected {what}')
+    if not isinstance(data, dict):
+        raise ValueError(f'{path} is not {what}: it holds a YAML {type(data).__name__}, not a mapping of names to '
+                         f'values')
+    return data
+
+
+def read_json(path: PathLike) -> Any:
+    """The JSON value of ``path``; a file that is not UTF-8 JSON is a ``ValueError`` naming it and where."""
+    try:
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise ValueError(f'{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); fix or replace '
-                         f'it') from e
+        raise ValueError(f'{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})') from e

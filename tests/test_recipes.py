@@ -10,7 +10,8 @@ import yaml
 
 import eca_timm  # noqa: F401
 from eca_timm import cli
-from eca_timm.train.run import check_train_args, parse_train_args, resolve_script
+from eca_timm.train.preflight import check_train_args, parse_train_args
+from eca_timm.train.run import resolve_script
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'train_configs'
 # sweeps/ holds W&B sweeps, coco/ recipes of `eca-timm detect` (tests/test_detection.py): neither is for train.py
@@ -132,7 +133,7 @@ def test_missing_script_fails(tmp_path, monkeypatch):
 def test_cli_reports_bad_recipe_before_training(tmp_path, timm_scripts, capsys):
     bad = _write(tmp_path / 'bad.yaml', {'device_modules': ['eca_timm'], 'model': 'eca_resnet18', 'lr_sched': 'x'})
     out = tmp_path / 'out'
-    rc = cli.main(['run', '--scripts-dir', str(timm_scripts), 'train.py', '--config', str(bad),
+    rc = cli.console(['run', '--scripts-dir', str(timm_scripts), 'train.py', '--config', str(bad),
                    '--output', str(out)])
     assert rc == 2
     assert "eca-timm run: error: recipe" in capsys.readouterr().err

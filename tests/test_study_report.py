@@ -158,7 +158,7 @@ def test_baseline_flag_and_missing_baseline(tmp_path, capsys):
     assert cli.main(['plot', str(study), '--baseline', 'se']) == 0
     assert _row((study / 'results.md').read_text(), 'eca')[4] == '+4.00'
     capsys.readouterr()
-    assert cli.main(['plot', str(study), '--baseline', 'cbam']) == 2
+    assert cli.console(['plot', str(study), '--baseline', 'cbam']) == 2
     assert "--baseline 'cbam' is not a variant of this study" in capsys.readouterr().err
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from .._io import atomic_write, check_writable
+from .._io import atomic_write, check_writable, read_yaml_mapping
 from .data import check_num_classes, collate_detection, load_coco_detection
 from .engine import (
     coco_evaluate, gather_results, load_checkpoint, load_detector, predict_coco_results, save_checkpoint,
@@ -52,8 +52,7 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
     """DEFAULTS < recipe file < options given on the command line (parsers default to None)."""
     config: Dict[str, Any] = {}
     if args.config:
-        with open(args.config) as f:
-            config = yaml.safe_load(f) or {}
+        config = read_yaml_mapping(args.config, 'a detect train recipe (a YAML mapping of option names to values)')
         unknown = sorted(set(config) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"Unknown keys in {args.config!r}: {', '.join(unknown)}. "

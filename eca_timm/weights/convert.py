@@ -109,4 +109,4 @@ def register(subparsers: Any) -> None:
                    help="pretrained tag: the card's released metrics come from this tag in eca-timm's manifest "
                         "(`eca-timm models` lists the tags)")
     p.add_argument('--force', action='store_true', help='replace an existing --out folder')
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, interrupted_note='nothing written')

@@ -31,12 +31,7 @@ TORCHVISION_TEST_SPLIT = ('cifar10', 'cifar100', 'mnist', 'kmnist', 'fashion_mni
 
 def _best_row(summary: Path, args: Dict[str, Any], epoch: Optional[int]) -> Dict[str, float]:
     """summary.csv's row of the best epoch: the checkpoint's epoch, else the best ``eval_<eval_metric>``."""
-    try:
-        rows = read_summary(summary)  # a resumed run's summary.csv repeats its header and redone epochs
-    except (ValueError, KeyError) as e:
-        raise ValueError(f'{summary} is not a train.py summary.csv ({type(e).__name__}: {e}); fix or remove it') from e
-    if not rows:
-        raise ValueError(f'{summary} has no rows')
+    rows = read_summary(summary)  # names the file when it is not train.py's; a resumed run repeats its header
     if epoch is not None and int(epoch) in rows:
         return rows[int(epoch)]
     metric = f"eval_{args.get('eval_metric', 'top1')}"
