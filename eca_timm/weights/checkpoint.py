@@ -128,6 +128,11 @@ def _family_of(state_dict: StateDict, not_this: str) -> Optional[str]:
     return None
 
 
+def _has_eca_weights(state_dict: StateDict) -> bool:
+    """True when some tensor is an ECA channel conv (``[1, 1, k]``), under the official or timm's key names."""
+    return any(k.endswith('.conv.weight') and v.dim() == 3 and v.shape[:2] == (1, 1) for k, v in state_dict.items())
+
+
 def fit_exactly(state_dict: StateDict, model: nn.Module, src: Path, fix: str) -> StateDict:
     """``state_dict`` remapped to ``model`` so that it loads strictly, or a CheckpointMismatchError saying what the
     file is: another registered model's checkpoint, or a head / first conv of another size (``fix``: what to do)."""
@@ -135,7 +140,8 @@ def fit_exactly(state_dict: StateDict, model: nn.Module, src: Path, fix: str) ->
     try:
         fitted = fit_state_dict(state_dict, model)
     except CheckpointMismatchError as e:
-        family = _family_of(state_dict, arch)
+        # a file without ECA weights is a plain network: fit_state_dict's own error says so and what to do instead
+        family = _family_of(state_dict, arch) if _has_eca_weights(state_dict) else None
         if family is None:
             raise
         raise CheckpointMismatchError(
