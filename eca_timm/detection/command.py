@@ -329,10 +329,11 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=_run(evaluate))
 
     p = sub.add_parser('predict', help='draw detections (boxes, masks) on images, saved as PNG')
-    p.add_argument('images', nargs='+', help='image files')
+    p.add_argument('images', nargs='+', help='image files, or folders of them (.png/.jpg/.jpeg, subfolders too)')
     p.add_argument('--checkpoint', required=True, help='a `detect train` checkpoint (last.pth)')
     p.add_argument('--output-dir', required=True, help='where <image name>.png (in the images\' folders below '
-                                                       'their common one) and predictions.json go')
-    p.add_argument('--score-threshold', type=float, default=0.5, help='draw detections scoring at least this')
+                                                       'their common one) and predictions.json go; an input image or '
+                                                       'a file predict did not write there is never replaced')
+    p.add_argument('--score-threshold', type=float, default=0.5, help='draw detections scoring at least this (0-1)')
     p.add_argument('--device', default=DEFAULTS['device'], help="'cuda', 'cuda:N' or 'cpu'")
     p.set_defaults(func=_run_predict)
