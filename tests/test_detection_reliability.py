@@ -561,6 +561,106 @@ def test_score_threshold_outside_0_1_is_refused(checkpoint, tmp_path, value):
     assert not (tmp_path / 'vis').exists()
 
 
+# ---------------------------------------------------------------- 21. --model-kwargs: KEY=VALUE, types and ranges
+
+def test_model_kwargs_need_key_equals_value(shapes, tmp_path, capsys):
+    for item in ('noequals', '=5'):
+        with pytest.raises(SystemExit) as e:
+            _train(shapes, '--model-kwargs', 'fpn_channels=16', item, '--output', str(tmp_path / 'out'))
+        assert e.value.code == 2
+        assert (f"argument --model-kwargs: expected KEY=VALUE items (e.g. fpn_channels=64), got {item!r}"
+                in capsys.readouterr().err)
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('item,error,message', [
+    ('fpn_channels=-8', ValueError, "fpn_channels must be an int >= 1, got -8"),
+    ('fpn_channels=abc', TypeError, "fpn_channels must be an int >= 1, got 'abc' (str)"),
+    ('fpn_channels=8.0', TypeError, "fpn_channels must be an int >= 1, got 8.0 (float)"),
+    ('box_score_thresh=5', ValueError, "box_score_thresh must be a number in [0, 1], got 5"),
+    ('box_nms_thresh=True', TypeError, "box_nms_thresh must be a number in [0, 1], got True (bool)"),
+    ('box_batch_size_per_image=0', ValueError, "box_batch_size_per_image must be an int >= 1, got 0"),
+    ('frozen_bn=1', TypeError, "frozen_bn must be True, False or None, got 1 (int)"),
+    ('backbone_kwargs=channels', TypeError, "backbone_kwargs must be a dict, got 'channels' (str)"),
+])
+def test_model_kwargs_of_the_wrong_type_or_range_are_refused(shapes, tmp_path, item, error, message):
+    with pytest.raises(ValueError) as e:  # the command: one line before any work
+        _train(shapes, '--model-kwargs', item, '--output', str(tmp_path / 'out'))
+    assert str(e.value) == f'--model-kwargs: fasterrcnn_eca_resnet18_fpn: {message}'
+    assert not (tmp_path / 'out').exists()
+    key, value = item.split('=')
+    value = {'abc': 'abc', 'channels': 'channels'}.get(value) or eval(value)
+    with pytest.raises(error) as e:  # the Python builders, the same check
+        fasterrcnn_eca_resnet18_fpn(num_classes=3, **{key: value})
+    assert str(e.value) == f'fasterrcnn_eca_resnet18_fpn: {message}'
+
+
+def test_detector_argument_checks_follow_torchvision_signatures():
+    with pytest.raises(ValueError, match=r"^retinanet_eca_resnet50_fpn: num_classes must be an int >= 1, got -1; "
+                                         r"score_thresh must be a number in \[0, 1\], got 2$"):
+        retinanet_eca_resnet50_fpn(num_classes=-1, score_thresh=2)
+    # what torchvision accepts still arrives: a tuple of training sizes, an int for a float threshold
+    model = fasterrcnn_eca_resnet18_fpn(num_classes=3, min_size=(64, 80), box_score_thresh=0, **TINY_KWARGS)
+    assert model.transform.min_size == (64, 80) and model.roi_heads.score_thresh == 0
+    with pytest.raises(ValueError, match=r"min_size must be an int >= 1 or a tuple of them, got \(64, 0\)"):
+        fasterrcnn_eca_resnet18_fpn(num_classes=3, min_size=(64, 0))
+
+
+def test_training_options_of_the_wrong_type_or_range_are_refused(shapes, tmp_path):
+    images, ann = shapes
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError) as e:
+        _train(shapes, '--epochs', '0', '--output', str(out))
+    assert str(e.value) == 'epochs must be an int >= 1 (--epochs, or a recipe\'s epochs), got 0'
+    with pytest.raises(ValueError) as e:
+        _train(shapes, '--num-classes', '0', '--output', str(out))  # 0 used to mean the default
+    assert str(e.value).startswith(f"{ann} has category ids up to 2 but the model has num_classes=0")
+    recipe = tmp_path / 'recipe.yaml'
+    recipe.write_text('epochs: ten\nlr: -0.1\nlr_steps: 8\n')
+    with pytest.raises(ValueError) as e:
+        _train(shapes, '--config', str(recipe), '--output', str(out))
+    assert str(e.value) == (
+        "epochs must be an int >= 1 (--epochs, or a recipe's epochs), got 'ten'; lr must be a number >= 0 (--lr, or "
+        "a recipe's lr), got -0.1; lr_steps must be a list of ints >= 0 (--lr-steps, or a recipe's lr_steps), got 8")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- 22. a file that is not a detector checkpoint
+
+def test_a_file_that_is_not_a_detector_checkpoint_is_named(shapes, checkpoint, tmp_path):
+    images, ann = shapes
+    image = _image(tmp_path / 'in' / 'a.png', (48, 48), 40)
+    text = tmp_path / 'notes.txt'
+    pickled_list = tmp_path / 'list.pth'
+    torch.save([1, 2], pickled_list)
+    no_model = tmp_path / 'no_model.pth'
+    torch.save(dict(model_config=torch.load(checkpoint, weights_only=True)['model_config']), no_model)
+    for content in ('eval notes', 'notes', 'PK\x03\x04 not a zip'):  # KeyError, UnpicklingError, zip errors
+        text.write_text(content)
+        for argv in (['eval', '--checkpoint', str(text), '--val-images', images, '--val-ann', ann],
+                     ['predict', image, '--checkpoint', str(text), '--output-dir', str(tmp_path / 'vis')]):
+            with pytest.raises(ValueError) as e:
+                _run([*argv, '--device', 'cpu'])
+            assert str(e.value).startswith(f'{str(text)!r} is not a readable PyTorch checkpoint ('), content
+            assert str(e.value).endswith('): pass the last.pth written by `eca-timm detect train`')
+        with pytest.raises(ValueError, match=r"notes\.txt' is not a readable PyTorch checkpoint"):
+            # refused before the data is read (this annotation file does not exist)
+            _run(['train', *TINY, '--train-images', images, '--train-ann', str(tmp_path / 'nope.json'),
+                  '--resume', str(text)])
+    with pytest.raises(ValueError) as e:
+        _run(['predict', image, '--checkpoint', str(pickled_list), '--output-dir', str(tmp_path / 'vis')])
+    assert str(e.value) == (f"{str(pickled_list)!r} is not an `eca-timm detect train` checkpoint (it holds a list, "
+                            f"not a dict with model and model_config): pass the last.pth written by `eca-timm "
+                            f"detect train`")
+    with pytest.raises(ValueError, match=r"no_model\.pth' is not an `eca-timm detect train` checkpoint \(it lacks "
+                                         r"model\)"):
+        _run(['predict', image, '--checkpoint', str(no_model), '--output-dir', str(tmp_path / 'vis')])
+    with pytest.raises(ValueError, match=r"last\.pth' cannot resume training: it lacks optimizer, lr_scheduler, "
+                                         r"scaler, epoch \(written by `detect train`"):
+        _train(shapes, '--resume', checkpoint)  # a checkpoint with weights only
+    assert not (tmp_path / 'vis').exists()
+
+
 # ---------------------------------------------------------------- 29. an annotation file that is not UTF-8
 
 def test_an_annotation_file_that_is_not_utf8_is_named(shapes, tmp_path):
