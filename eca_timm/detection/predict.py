@@ -23,7 +23,7 @@ from .data import read_rgb
 from .draw import draw_detections, is_drawing, write_png
 from .engine import load_detector
 
-__all__ = ['image_files', 'output_names', 'predict']
+__all__ = ['check_outputs', 'image_files', 'output_names', 'predict']
 
 _logger = logging.getLogger('eca_timm.detection')
 
