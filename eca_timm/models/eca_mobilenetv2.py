@@ -19,9 +19,9 @@ from timm.models.efficientnet import EfficientNet
 from ..layers import EcaLayer, bn_eca_residual
 from ._builder import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from ._pretrained import pretrained_cfgs
-from ._state_dict import KeyMapping, StateDict, checkpoint_filter_fn
+from ._state_dict import KeyMapping, StateDict
 
-__all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES', 'MOBILENETV2_KEYS']
+__all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES', 'MOBILENETV2_KEY_MAPPING']
 
 # MobileNetV2 1.0: (expansion, out channels, blocks, first stride) per stage.
 MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -78,32 +78,32 @@ class EcaInvertedResidual(nn.Module):
         return bn_eca_residual(x, self.bn3, self.eca, shortcut, self.drop_path if self.has_skip else None)
 
 
-def _official_prefixes(model: nn.Module) -> Dict[str, str]:
-    """Official/torchvision MobileNetV2 module prefixes -> this package's, from the model's own stages."""
-    n_blocks = sum(len(stage) for stage in model.blocks)
+def _official_prefixes() -> Dict[str, str]:
+    """Official/torchvision MobileNetV2 module prefixes (``features.N``) -> this model's, from its stages."""
+    n_blocks = sum(n for _, _, n, _ in MOBILENETV2_STAGES)
     prefixes = {
         'features.0.0.': 'conv_stem.', 'features.0.1.': 'bn1.',
         f'features.{n_blocks + 1}.0.': 'conv_head.', f'features.{n_blocks + 1}.1.': 'bn2.',
         'classifier.1.': 'classifier.',
     }
     idx = 1
-    for s, stage in enumerate(model.blocks):
-        for i, block in enumerate(stage):
-            if isinstance(block.conv_pw, nn.Identity):  # t=1: dw ConvBNReLU, pw-linear conv, bn, eca
-                pairs = (('0.0', 'conv_dw'), ('0.1', 'bn2'), ('1', 'conv_pwl'), ('2', 'bn3'), ('3', 'eca'))
-            else:  # pw ConvBNReLU, dw ConvBNReLU, pw-linear conv, bn, eca
-                pairs = (('0.0', 'conv_pw'), ('0.1', 'bn1'), ('1.0', 'conv_dw'), ('1.1', 'bn2'),
-                         ('2', 'conv_pwl'), ('3', 'bn3'), ('4', 'eca'))
+    for s, (t, _, n, _) in enumerate(MOBILENETV2_STAGES):
+        if t == 1:  # no expansion: dw ConvBNReLU, pw-linear conv, bn, eca
+            pairs = (('0.0', 'conv_dw'), ('0.1', 'bn2'), ('1', 'conv_pwl'), ('2', 'bn3'), ('3', 'eca'))
+        else:  # pw ConvBNReLU, dw ConvBNReLU, pw-linear conv, bn, eca
+            pairs = (('0.0', 'conv_pw'), ('0.1', 'bn1'), ('1.0', 'conv_dw'), ('1.1', 'bn2'),
+                     ('2', 'conv_pwl'), ('3', 'bn3'), ('4', 'eca'))
+        for i in range(n):
             prefixes.update({f'features.{idx}.conv.{src}.': f'blocks.{s}.{i}.{dst}.' for src, dst in pairs})
             idx += 1
     return prefixes
 
 
-def _remap_official_keys(state_dict: StateDict, model: nn.Module) -> StateDict:
+def _remap_official_keys(state_dict: StateDict) -> StateDict:
     """Official ECA-MobileNetV2 / torchvision keys (``features.N.conv.M``) -> this model's; own keys pass."""
     if not any(k.startswith('features.') for k in state_dict):
         return state_dict
-    prefixes = _official_prefixes(model)
+    prefixes = _official_prefixes()
     out = {}
     for k, v in state_dict.items():
         head = k
@@ -113,7 +113,7 @@ def _remap_official_keys(state_dict: StateDict, model: nn.Module) -> StateDict:
     return out
 
 
-MOBILENETV2_KEYS = KeyMapping(remap=_remap_official_keys)
+MOBILENETV2_KEY_MAPPING = KeyMapping(remap=_remap_official_keys)
 
 
 class EcaMobileNetV2(EfficientNet):
@@ -129,7 +129,7 @@ class EcaMobileNetV2(EfficientNet):
         act_layer: Activation (official: ReLU6).
         norm_layer: Normalization layer.
     """
-    checkpoint_keys = MOBILENETV2_KEYS
+    checkpoint_key_mapping = MOBILENETV2_KEY_MAPPING
 
     def __init__(
             self,
@@ -195,9 +195,7 @@ class EcaMobileNetV2(EfficientNet):
 
 
 def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
-    return build_eca_model(
-        EcaMobileNetV2, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True), **kwargs)
+    return build_eca_model(EcaMobileNetV2, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:

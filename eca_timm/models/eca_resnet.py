@@ -6,7 +6,7 @@ own ECA kernel size (the released weights were trained with hand-picked sizes: `
 The blocks are timm's, with the last BN, ECA and the residual add run as one fused step
 (``layers.bn_eca_residual``): same modules, state dict and values, less time and memory.
 """
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Tuple, Type, Union
 
 import torch
 from timm.layers import register_notrace_module
@@ -16,9 +16,9 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from ..layers import EcaLayer, bn_eca_residual, conv_input_mean
 from ._builder import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from ._pretrained import pretrained_cfgs
-from ._state_dict import KeyMapping, StateDict, checkpoint_filter_fn
+from ._state_dict import CheckpointMatch, KeyMapping, StateDict
 
-__all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS', 'RESNET_KEYS']
+__all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS', 'RESNET_KEY_MAPPING']
 
 
 # fx (timm's feature extraction) keeps the fused blocks whole, so a traced graph runs the same arithmetic as eager
@@ -98,12 +98,12 @@ ECA_RESNET_ARCHS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _remap_official_keys(state_dict: StateDict, model: Any) -> StateDict:
+def _remap_official_keys(state_dict: StateDict) -> StateDict:
     """Official ECA-ResNet keys are torchvision's with ``.eca.`` where timm's ResNet has ``.se.``."""
     return {k.replace('.eca.', '.se.'): v for k, v in state_dict.items()}
 
 
-def _describe_checkpoint(state_dict: StateDict) -> Tuple[str, Optional[str]]:
+def _match_checkpoint(state_dict: StateDict) -> CheckpointMatch:
     """Blocks per stage and block type of a ResNet checkpoint, and the registered ECA-ResNet of that depth."""
     blocks: List[int] = []
     for stage in range(1, 5):
@@ -113,12 +113,12 @@ def _describe_checkpoint(state_dict: StateDict) -> Tuple[str, Optional[str]]:
     match = next((name for name, arch in ECA_RESNET_ARCHS.items()
                   if tuple(arch['layers']) == tuple(blocks) and (arch['block'].expansion == 4) == bottleneck), None)
     kind = 'bottleneck' if bottleneck else 'basic'
-    return f'The checkpoint has {blocks} {kind} blocks per stage ({match or "no registered ECA-ResNet has that"}).', \
-        match
+    return CheckpointMatch(
+        f'The checkpoint has {blocks} {kind} blocks per stage ({match or "no registered ECA-ResNet has that"}).', match)
 
 
 # How ResNet checkpoints map onto timm's ResNet (also the CIFAR-stem study models).
-RESNET_KEYS = KeyMapping(remap=_remap_official_keys, describe=_describe_checkpoint)
+RESNET_KEY_MAPPING = KeyMapping(remap=_remap_official_keys, match=_match_checkpoint)
 
 
 class EcaResNet(ResNet):
@@ -131,7 +131,7 @@ class EcaResNet(ResNet):
             (the paper's rule from each stage's channel count).
         **kwargs: Any other ``timm.models.resnet.ResNet`` argument.
     """
-    checkpoint_keys = RESNET_KEYS
+    checkpoint_key_mapping = RESNET_KEY_MAPPING
 
     def __init__(
             self,
@@ -152,8 +152,7 @@ class EcaResNet(ResNet):
 
 def _create_eca_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaResNet:
     model_args = dict(ECA_RESNET_ARCHS[variant], eca_kernel_sizes=RELEASED_KERNEL_SIZES[variant])
-    return build_eca_model(
-        EcaResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **dict(model_args, **kwargs))
+    return build_eca_model(EcaResNet, variant, pretrained, **dict(model_args, **kwargs))
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
