@@ -237,6 +237,33 @@ def _eca_out_channels(model):
     return chs
 
 
+def test_blocks_build_their_stage_eca():
+    """timm's create_attn builds each block's ECA (block_args attn_layer): each stage its own size, also for other
+    stage widths."""
+    model = timm.create_model('eca_resnet18', channels=(32, 48, 96, 160), eca_kernel_sizes=(3, 5, 7, 9), device='meta')
+    for stage, (chs, k) in enumerate(zip((32, 48, 96, 160), (3, 5, 7, 9)), start=1):
+        for blk in getattr(model, f'layer{stage}'):
+            assert isinstance(blk.se, eca_timm.EcaLayer) and blk.se.kernel_size == k and blk.bn2.num_features == chs
+    assert model.eca_kernel_sizes == (3, 5, 7, 9)
+    with pytest.raises(ValueError, match=r'stages of the same width \(64 channels\) need the same ECA kernel size'):
+        timm.create_model('eca_resnet18', channels=(64, 64, 128, 256), eca_kernel_sizes=(3, 5, 7, 7), device='meta')
+    with pytest.raises(ValueError, match=r"block_args attn_layer='se': an ECA-ResNet's block attention is ECA"):
+        timm.create_model('eca_resnet18', block_args=dict(attn_layer='se'), device='meta')
+
+
+@pytest.mark.parametrize('name', ['eca_resnet50', 'eca_mobilenetv2'])
+def test_eca_keeps_torchs_conv1d_init(name):
+    """ECA convs keep PyTorch's Conv1d init, U(-1/sqrt(k), 1/sqrt(k)) as in the official code: timm's model init
+    (kaiming normal / efficientnet_init_weights) only touches 2-d convs, norms and linear layers."""
+    torch.manual_seed(0)
+    model = timm.create_model(name)
+    scaled = torch.cat([m.conv.weight.flatten() * math.sqrt(m.kernel_size) for m in _eca_layers(model)])
+    assert scaled.abs().max() <= 1
+    assert 0.45 < scaled.std().item() < 0.70  # uniform on [-1, 1]: 0.577; kaiming normal fan_out would be >= 1.4
+    if name != 'eca_mobilenetv2':
+        assert all(blk.bn3.weight.abs().sum() == 0 for blk in model.layer1)  # timm's zero_init_last
+
+
 def test_adaptive_resnet50_sizes():
     # stage channels 256, 512, 1024, 2048 -> 5, 5, 5, 7
     assert timm.create_model('eca_resnet50', eca_kernel_sizes='adaptive', device='meta').eca_kernel_sizes == (5, 5, 5, 7)

@@ -3,10 +3,11 @@
 The official blocks are torchvision's ResNet blocks with an ECA layer after the last BN, before the
 residual add; timm's ResNet keeps block attention at ``.se`` in exactly that place. Each stage has its
 own ECA kernel size (the released weights were trained with hand-picked sizes: ``RELEASED_KERNEL_SIZES``).
-The blocks are timm's, with the last BN, ECA and the residual add run as one fused step
-(``layers.bn_eca_residual``): same modules, state dict and values, less time and memory.
+timm's blocks build the ECA layer themselves (``block_args=dict(attn_layer=...)`` through ``create_attn``), and
+run the last BN, ECA and the residual add as one fused step (``layers.bn_eca_residual``): same modules, state dict
+and values, less time and memory.
 """
-from typing import Any, Dict, List, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from timm.layers import register_notrace_module
@@ -121,6 +122,21 @@ def _match_checkpoint(state_dict: StateDict) -> CheckpointMatch:
 RESNET_KEY_MAPPING = KeyMapping(remap=_remap_official_keys, match=_match_checkpoint)
 
 
+def _stage_eca(stage_channels: Sequence[int], kernel_sizes: Sequence[int]) -> Callable[..., EcaLayer]:
+    """timm's ``attn_layer`` for every block: ``create_attn`` calls it with the block's output channels, which tell
+    its stage (ResNet stages differ in width), and so the stage's kernel size."""
+    by_channels: Dict[int, int] = {}
+    for chs, k in zip(stage_channels, kernel_sizes):
+        if by_channels.setdefault(chs, k) != k:
+            raise ValueError(
+                f'eca_kernel_sizes={tuple(kernel_sizes)}: stages of the same width ({chs} channels) need the same '
+                f'ECA kernel size; give them one size, or pass one odd int or "adaptive"')
+
+    def eca(channels: int, **kwargs: Any) -> EcaLayer:
+        return EcaLayer(channels, kernel_size=by_channels[channels], **kwargs)
+    return eca
+
+
 class EcaResNet(ResNet):
     """timm's ResNet with an ECA layer in every residual block.
 
@@ -129,6 +145,7 @@ class EcaResNet(ResNet):
         layers: Blocks per stage.
         eca_kernel_sizes: One odd kernel size per stage, one odd int for all stages, or ``'adaptive'``
             (the paper's rule from each stage's channel count).
+        block_args: timm's extra block arguments; the attention (``attn_layer``) is ECA.
         **kwargs: Any other ``timm.models.resnet.ResNet`` argument.
     """
     checkpoint_key_mapping = RESNET_KEY_MAPPING
@@ -138,15 +155,16 @@ class EcaResNet(ResNet):
             block: Type[Union[BasicBlock, Bottleneck]],
             layers: Tuple[int, ...],
             eca_kernel_sizes: StageKernelSizes = 3,
+            block_args: Optional[Dict[str, Any]] = None,
             **kwargs: Any,
     ) -> None:
+        if block_args and 'attn_layer' in block_args:
+            raise ValueError(f"block_args attn_layer={block_args['attn_layer']!r}: an ECA-ResNet's block attention "
+                             f"is ECA (eca_kernel_sizes sets it); for other attention use timm's ResNet")
         stage_chs = [c * block.expansion for c in kwargs.get('channels', (64, 128, 256, 512))]
         kernel_sizes = resolve_stage_kernel_sizes(eca_kernel_sizes, stage_chs)  # fail before building
-        super().__init__(block, layers, **kwargs)
-        dd = {'device': kwargs.get('device'), 'dtype': kwargs.get('dtype')}
-        for i, (chs, k) in enumerate(zip(stage_chs, kernel_sizes)):
-            for blk in getattr(self, f'layer{i + 1}'):
-                blk.se = EcaLayer(chs, kernel_size=k, **dd)
+        block_args = dict(block_args or {}, attn_layer=_stage_eca(stage_chs, kernel_sizes))
+        super().__init__(block, layers, block_args=block_args, **kwargs)
         self.eca_kernel_sizes = kernel_sizes
 
 
