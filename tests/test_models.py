@@ -264,6 +264,23 @@ def test_eca_keeps_torchs_conv1d_init(name):
         assert all(blk.bn3.weight.abs().sum() == 0 for blk in model.layer1)  # timm's zero_init_last
 
 
+def test_mobilenetv2_is_a_whole_efficientnet():
+    """EfficientNet.__init__ ran: every attribute timm's own MobileNetV2 has, and timm's methods that read the
+    blocks work (prune_intermediate_layers(extra_blocks=True) asks each block for its feature_info)."""
+    ours = timm.create_model('eca_mobilenetv2', device='meta')
+    theirs = timm.create_model('mobilenetv2_100', device='meta')
+    assert set(vars(theirs)) - set(vars(ours)) == set()
+    assert set(theirs._modules) == set(ours._modules)
+    assert ours.feature_info == [dict(f) for f in theirs.feature_info]
+    model = timm.create_model('eca_mobilenetv2').eval()
+    x = torch.randn(1, 3, SMALL, SMALL)
+    with torch.no_grad():
+        _, inter = model.forward_intermediates(x, extra_blocks=True)
+        assert [o.shape[1] for o in inter] == [32, 16, 24, 32, 64, 96, 160, 320]
+        assert model.prune_intermediate_layers(indices=3, extra_blocks=True) == [5, 6, 7]
+        assert model(x).shape == (1, 320, 2, 2)  # the head is pruned: unpooled features
+
+
 def test_adaptive_resnet50_sizes():
     # stage channels 256, 512, 1024, 2048 -> 5, 5, 5, 7
     assert timm.create_model('eca_resnet50', eca_kernel_sizes='adaptive', device='meta').eca_kernel_sizes == (5, 5, 5, 7)

@@ -2,18 +2,18 @@
 
 The official model puts ECA after the projection BN of every inverted residual, also in blocks without a
 residual; timm's ``InvertedResidual`` puts attention before the projection, so the block is defined here.
-The model reuses timm's ``EfficientNet`` methods (features, intermediates, head, grad checkpointing).
+The model is timm's ``EfficientNet`` built from MobileNetV2's block definitions (stem, head, classifier,
+feature info), with its blocks replaced by the ECA blocks of the same strides and widths.
 """
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from timm.layers import (DropPath, LayerType, create_classifier, get_act_layer, get_norm_act_layer,
-                         register_notrace_module)
+from timm.layers import DropPath, LayerType, get_act_layer, get_norm_act_layer, register_notrace_module
 from timm.models import register_model, generate_default_cfgs
-from timm.models._efficientnet_builder import efficientnet_init_weights
+from timm.models._efficientnet_builder import decode_arch_def, efficientnet_init_weights
 from timm.models.efficientnet import EfficientNet
 
 from ..layers import EcaLayer, bn_eca_residual
@@ -62,6 +62,12 @@ class EcaInvertedResidual(nn.Module):
         self.bn3 = norm_act_layer(out_chs, apply_act=False, **dd)
         self.eca = EcaLayer(out_chs, kernel_size=eca_kernel_size, **dd)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+
+    def feature_info(self, location: str) -> Dict[str, Any]:
+        """Where timm's EfficientNet takes this block's features (``'expansion'``: the projection's input)."""
+        if location == 'expansion':
+            return dict(module='conv_pwl', hook_type='forward_pre', num_chs=self.conv_pwl.in_channels)
+        return dict(module='', num_chs=self.conv_pwl.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.has_skip else None
@@ -115,6 +121,9 @@ def _remap_official_keys(state_dict: StateDict) -> StateDict:
 
 MOBILENETV2_KEY_MAPPING = KeyMapping(remap=_remap_official_keys)
 
+# MOBILENETV2_STAGES in timm's block notation: timm's own mobilenetv2_100 definition, 'ir' for its first 'ds' block.
+_ARCH_DEF = [[f'ir_r{n}_k3_s{s}_e{t}_c{c}'] for t, c, n, s in MOBILENETV2_STAGES]
+
 
 class EcaMobileNetV2(EfficientNet):
     """ECA-MobileNetV2 1.0 with timm's EfficientNet interface.
@@ -149,49 +158,44 @@ class EcaMobileNetV2(EfficientNet):
             dtype=None,
     ) -> None:
         kernel_sizes = resolve_stage_kernel_sizes(eca_kernel_sizes, [c for _, c, _, _ in MOBILENETV2_STAGES])
-        # EfficientNet.__init__ would build timm's own blocks, so only nn.Module is initialised and the
-        # attributes EfficientNet's methods read are set below.
-        nn.Module.__init__(self)
-        dd = {'device': device, 'dtype': dtype}
         bn_args = {k: v for k, v in (('momentum', bn_momentum), ('eps', bn_eps)) if v is not None}
         norm_layer = partial(norm_layer, **bn_args) if bn_args else norm_layer
         act_layer = get_act_layer(act_layer)
-        norm_act_layer = get_norm_act_layer(norm_layer, act_layer)
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        # timm builds everything its methods read (stem, head, classifier, feature_info, stage_ends) from the
+        # block definitions; only the blocks are then swapped for ECA blocks of the same strides and widths.
+        super().__init__(
+            decode_arch_def(_ARCH_DEF), num_classes=num_classes, num_features=num_features, in_chans=in_chans,
+            stem_size=stem_size, fix_stem=True, act_layer=act_layer, norm_layer=norm_layer, drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate, global_pool=global_pool, device=device, dtype=dtype)
+        self.blocks = _eca_stages(stem_size, kernel_sizes, act_layer, norm_layer, drop_path_rate, device, dtype)
+        efficientnet_init_weights(self.blocks)
         self.eca_kernel_sizes = kernel_sizes
 
-        self.conv_stem = nn.Conv2d(in_chans, stem_size, 3, stride=2, padding=1, bias=False, **dd)
-        self.bn1 = norm_act_layer(stem_size, inplace=True, **dd)
 
-        num_blocks = sum(n for _, _, n, _ in MOBILENETV2_STAGES)
-        stages, self.feature_info = [], []
-        in_chs, reduction, block_idx = stem_size, 2, 0
-        for stage_idx, ((t, c, n, s), k) in enumerate(zip(MOBILENETV2_STAGES, kernel_sizes)):
-            blocks = []
-            for i in range(n):
-                blocks.append(EcaInvertedResidual(
-                    in_chs, c, stride=s if i == 0 else 1, exp_ratio=t, eca_kernel_size=k, act_layer=act_layer,
-                    norm_layer=norm_layer, drop_path_rate=drop_path_rate * block_idx / num_blocks, **dd))
-                in_chs = c
-                block_idx += 1
-            stages.append(nn.Sequential(*blocks))
-            reduction *= s
-            next_stride = MOBILENETV2_STAGES[stage_idx + 1][3] if stage_idx + 1 < len(MOBILENETV2_STAGES) else 2
-            if next_stride > 1:
-                self.feature_info.append(
-                    dict(stage=stage_idx + 1, reduction=reduction, module=f'blocks.{stage_idx}', num_chs=c))
-        self.blocks = nn.Sequential(*stages)
-        self.stage_ends = [f['stage'] for f in self.feature_info]
-
-        self.conv_head = nn.Conv2d(in_chs, num_features, 1, bias=False, **dd)
-        self.bn2 = norm_act_layer(num_features, inplace=True, **dd)
-        self.num_features = self.head_hidden_size = num_features
-        self.global_pool, self.classifier = create_classifier(
-            self.num_features, self.num_classes, pool_type=global_pool, **dd)
-        efficientnet_init_weights(self)
+def _eca_stages(
+        in_chs: int,
+        kernel_sizes: Tuple[int, ...],
+        act_layer: LayerType,
+        norm_layer: LayerType,
+        drop_path_rate: float,
+        device=None,
+        dtype=None,
+) -> nn.Sequential:
+    """MOBILENETV2_STAGES as ECA inverted residuals, drop path linear over blocks (as timm's builder)."""
+    num_blocks = sum(n for _, _, n, _ in MOBILENETV2_STAGES)
+    stages: List[nn.Module] = []
+    block_idx = 0
+    for (t, c, n, s), k in zip(MOBILENETV2_STAGES, kernel_sizes):
+        blocks = []
+        for i in range(n):
+            blocks.append(EcaInvertedResidual(
+                in_chs, c, stride=s if i == 0 else 1, exp_ratio=t, eca_kernel_size=k, act_layer=act_layer,
+                norm_layer=norm_layer, drop_path_rate=drop_path_rate * block_idx / num_blocks, device=device,
+                dtype=dtype))
+            in_chs = c
+            block_idx += 1
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*stages)
 
 
 def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
