@@ -228,7 +228,8 @@ def test_model_kwargs_typo_is_a_one_line_command_error(shapes, tmp_path):
     assert str(e.value).startswith(
         "--model-kwargs: fasterrcnn_eca_resnet18_fpn: unknown keyword argument 'box_batch_size_per_imag' (did you "
         "mean 'box_batch_size_per_image'?). Model arguments it accepts: backbone_kwargs, ")
-    with pytest.raises(ValueError, match=r"^--model-kwargs: eca_resnet18: unknown keyword argument 'chanels'\. "):
+    with pytest.raises(ValueError, match=r"^--model-kwargs: eca_resnet18: unknown keyword argument 'chanels' "
+                                         r"\(did you mean 'channels'\?\)\. "):
         _train(shapes, '--model-kwargs', "backbone_kwargs={'chanels': (8, 16, 32, 64)}", '--output', str(out))
     with pytest.raises(ValueError) as e:
         _train(shapes, '--model-kwargs', 'min_size=32', '--output', str(out))

@@ -67,7 +67,7 @@ def test_resnet_matches_reference(block, training, channels_last):
 @pytest.mark.parametrize('block', [EcaBasicBlock, EcaBottleneck])
 @pytest.mark.parametrize('training', [True, False], ids=['train', 'eval'])
 def test_resnet_fp32_within_1e5(block, training):
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # weights with no ReLU input within float32 rounding of 0 (see test_model_matches_torch_path)
     model = EcaResNet(block=block, **SMALL).train(training)
     randomize_bn(model)
     ref = ref_resnet(model, block.__bases__[0]).train(training)

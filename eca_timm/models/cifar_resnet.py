@@ -19,7 +19,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from ._builder import RELEASED_KERNEL_SIZES, build_eca_model
-from .eca_resnet import ECA_RESNET_ARCHS, RESNET_KEYS, EcaResNet
+from .eca_resnet import ECA_RESNET_ARCHS, RESNET_KEY_MAPPING, EcaResNet
 
 __all__ = ['CifarResNet', 'CifarEcaResNet', 'CIFAR_ATTENTION']
 
@@ -48,7 +48,7 @@ def _use_cifar_stem(model: ResNet, in_chans: int, device: Any = None, dtype: Any
 
 class CifarResNet(ResNet):
     """timm's ResNet with the CIFAR stem (3x3 conv, stride 1, no max-pool). Arguments: timm's ``ResNet``."""
-    checkpoint_keys = RESNET_KEYS
+    checkpoint_key_mapping = RESNET_KEY_MAPPING
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

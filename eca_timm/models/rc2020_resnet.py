@@ -26,7 +26,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from ._builder import build_eca_model
-from .eca_resnet import RESNET_KEYS, EcaBasicBlock, EcaResNet
+from .eca_resnet import RESNET_KEY_MAPPING, EcaBasicBlock, EcaResNet
 
 __all__ = ['EchoCbam', 'EchoSpatialGate', 'Rc2020ResNet']
 
@@ -63,7 +63,7 @@ class Rc2020ResNet(ResNet):
     """timm's ResNet initialised as the report's models: torchvision's init (no zero-initialised last BN), and the
     attention MLPs, which Echo builds as ``nn.Linear``, with PyTorch's default init instead of timm's kaiming-normal
     one for convs (a 1x1 conv's default init is ``nn.Linear``'s). Arguments: timm's ``ResNet``."""
-    checkpoint_keys = RESNET_KEYS
+    checkpoint_key_mapping = RESNET_KEY_MAPPING
 
     def init_weights(self, zero_init_last: bool = False) -> None:
         super().init_weights(zero_init_last=zero_init_last)
