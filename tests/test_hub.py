@@ -266,7 +266,7 @@ def test_publish_needs_out_for_dry_run_and_model_for_unknown_arch(tmp_path):
     ckpt = tmp_path / 'official.pth.tar'
     torch.save({'arch': 'se_resnet50', 'state_dict': timm.create_model('eca_resnet18').state_dict()}, ckpt)
     with pytest.raises(ValueError, match=r"cannot tell the model: the checkpoint's arch 'se_resnet50' is not a "
-                                         r"registered ECA model \(close: eca_resnet50.*\); .*; pass --model"):
+                                         r"registered ECA model \(did you mean 'eca_resnet50'.*\); .*; pass --model"):
         main(['publish', str(ckpt), '--repo-id', 'me/x', '--dry-run', '--out', str(tmp_path / 'out')])
     assert not (tmp_path / 'out').exists()
 

@@ -432,3 +432,17 @@ def test_study_models_keep_timms_model_contract(name):
         sum(f.square().mean() for f in o).backward()
     for a, b in zip(fx_feats.parameters(), hook_feats.parameters()):
         assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize('name,plain', [('eca_resnet18', 'resnet18'), ('eca_resnet50', 'resnet50')])
+def test_parameter_order_is_that_of_earlier_releases(name, plain):
+    """Optimizer states index parameters by position: each block's ECA conv comes last in the block, as in 0.1, so
+    train.py --resume of an earlier run still fits."""
+    expected, block = [], None
+    for key, _ in timm.create_model(plain).named_parameters():
+        here = '.'.join(key.split('.')[:2]) if key.startswith('layer') else None
+        if block is not None and here != block:
+            expected.append(f'{block}.se.conv.weight')
+        expected.append(key)
+        block = here
+    assert [k for k, _ in timm.create_model(name).named_parameters()] == expected

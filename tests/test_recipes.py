@@ -110,7 +110,7 @@ def test_unknown_recipe_key_fails(tmp_path, timm_scripts):
 
 def test_unknown_model_fails(tmp_path, timm_scripts):
     bad = _write(tmp_path / 'bad.yaml', {'device_modules': ['eca_timm'], 'model': 'eca_resnet19'})
-    with pytest.raises(ValueError, match=r"unknown model 'eca_resnet19'.*close: .*eca_resnet18"):
+    with pytest.raises(ValueError, match=r"unknown model 'eca_resnet19'.*did you mean .*'eca_resnet18'"):
         check_train_args(timm_scripts / 'train.py', ['--config', str(bad)])
 
 

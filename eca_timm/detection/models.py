@@ -5,7 +5,6 @@ its FPN on top. Conventions follow torchvision's ``*_resnet50_fpn`` builders: fr
 stages frozen when the backbone starts from ImageNet weights, all layers trainable from random initialisation.
 """
 import argparse
-import difflib
 import inspect
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -19,7 +18,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, _valida
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
-from ..models import eca_resnet  # noqa: F401  (registers the backbones with timm)
+from ..models import check_kwargs, eca_resnet  # noqa: F401  (eca_resnet registers the backbones with timm)
 from ..models._pretrained import manifest_entry
 
 __all__ = [
@@ -220,15 +219,7 @@ def _value_problem(key: str, value: Any, default: Any) -> Optional[Tuple[Type[Ex
 def check_detector_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
     """Refuse unknown keyword arguments (TypeError naming a close accepted one, as the classification models), then
     values of the wrong type (TypeError) or range (ValueError), all named in one message."""
-    accepted = detector_kwargs(name)
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
-        named = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, accepted, n=1) or [a for a in accepted if a.startswith(key)][:1]
-            named.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ''))
-        raise TypeError(f"{name}: unknown keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(named)}. "
-                        f"Model arguments it accepts: {', '.join(accepted)}")
+    check_kwargs(name, kwargs, detector_kwargs(name))
     defaults: Dict[str, Any] = {}
     for p in _parameters(name):
         defaults.setdefault(p.name, p.default)  # the builder's own default first (num_classes=91)

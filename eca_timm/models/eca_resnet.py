@@ -165,6 +165,11 @@ class EcaResNet(ResNet):
         kernel_sizes = resolve_stage_kernel_sizes(eca_kernel_sizes, stage_chs)  # fail before building
         block_args = dict(block_args or {}, attn_layer=_stage_eca(stage_chs, kernel_sizes))
         super().__init__(block, layers, block_args=block_args, **kwargs)
+        for blk in self.modules():
+            if isinstance(blk, (BasicBlock, Bottleneck)):
+                # parameters in eca-timm 0.1's order (ECA last in each block): optimizer states of earlier train.py
+                # runs index parameters by position, so --resume keeps working across the upgrade
+                blk._modules['se'] = blk._modules.pop('se')
         self.eca_kernel_sizes = kernel_sizes
 
 

@@ -13,7 +13,6 @@ append a second header to its summary.csv).
 """
 import argparse
 import contextlib
-import difflib
 import functools
 import importlib
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 from .._io import read_yaml_mapping
+from ..models import did_you_mean
 
 __all__ = ['TrainArgs', 'check_run_folder', 'check_runnable', 'check_train_args', 'parse_script_args',
            'parse_train_args', 'run_folder', 'scheduled_epochs', 'script_argv']
@@ -125,10 +125,7 @@ def _check_recipe(config: Dict[str, Any], path: str, parser: argparse.ArgumentPa
     actions = {a.dest: a for a in parser._actions}
     unknown = sorted(set(config) - set(actions))
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, sorted(actions), n=1)
-            hints.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
+        hints = [f'{key!r}{did_you_mean(key, actions)}' for key in unknown]
         raise ValueError(
             f'recipe {path}: unknown train.py argument(s) {", ".join(hints)}. Recipe keys are train.py '
             f'argument names with "_" for "-" (e.g. batch_size for --batch-size); see `python train.py --help`.')
@@ -159,8 +156,7 @@ def check_train_args(train_py: os.PathLike, argv: Sequence[str]) -> argparse.Nam
         importlib.import_module(module)
     import timm
     if ':' not in args.model and not timm.is_model(args.model):
-        close = difflib.get_close_matches(args.model, timm.list_models(), n=3)
-        hint = f' (close: {", ".join(close)})' if close else ''
+        hint = did_you_mean(args.model, timm.list_models(), n=3)
         raise ValueError(f'unknown model {args.model!r}: not in timm\'s registry{hint}. `eca-timm models` lists the '
                          f'ECA models, `timm.list_models()` all of them; add the module defining it to device_modules.')
     if args.epochs < 1:

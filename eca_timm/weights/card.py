@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._resources import HUB_DATA, data_path
+from ..models import did_you_mean
 
 __all__ = ['HUB_LICENSES', 'RECIPE_KEYS', 'WeightsInfo', 'check_card_fields', 'effective_recipe',
            'render_model_card']
@@ -79,10 +80,8 @@ def check_card_fields(dataset: Optional[str], license: Optional[str], origin: st
             raise ValueError(f'{origin} {dataset!r} is not a Hub dataset id (NAME or ORG/NAME, e.g. cifar10 or '
                              f'zalando-datasets/fashion_mnist): {" ".join(str(e).split())}') from e
     if license is not None and license not in HUB_LICENSES:
-        import difflib
-        close = difflib.get_close_matches(license, sorted(HUB_LICENSES), n=3)
         raise ValueError(f'--license {license!r} is not a license identifier the Hub knows'
-                         + (f' (close: {", ".join(close)})' if close else '')
+                         + did_you_mean(license, HUB_LICENSES, n=3)
                          + '; see huggingface.co/docs/hub/repositories-licenses, or pass other')
 
 

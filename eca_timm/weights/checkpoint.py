@@ -1,7 +1,6 @@
 """The checkpoints ``convert``, ``publish`` and ``release`` take: each file read once (its sha256 and its content),
 the state dict timm's loader would pick, the model name checked, and the exact fit a Hub folder needs."""
 import argparse
-import difflib
 import hashlib
 import io
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from ..models import MODEL_MODULES, STUDY_MODULES
+from ..models import MODEL_MODULES, STUDY_MODULES, did_you_mean
 from ..models._state_dict import CheckpointMismatchError, StateDict, fit_state_dict
 
 __all__ = ['Checkpoint', 'check_model_name', 'file_sha256', 'fit_exactly', 'read_checkpoint',
@@ -87,9 +86,8 @@ def check_model_name(name: Optional[str], option: str = '--model') -> str:
     """``name`` if it is a registered ECA-Net or study model, else a ValueError naming close matches."""
     known = _eca_models()
     if name not in known:
-        close = difflib.get_close_matches(str(name), known, n=3)
-        hint = f' (close: {", ".join(close)})' if close else ''
-        raise ValueError(f'{option} {name!r} is not a registered ECA model{hint}; `eca-timm models` lists them')
+        raise ValueError(f'{option} {name!r} is not a registered ECA model{did_you_mean(str(name), known, n=3)}; '
+                         f'`eca-timm models` lists them')
     return name
 
 
