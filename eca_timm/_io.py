@@ -212,4 +212,5 @@ def read_json(path: PathLike) -> Any:
     try:
         return json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise ValueError(f'{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})') from e
+        raise ValueError(f'{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); fix or replace '
+                         f'it') from e
