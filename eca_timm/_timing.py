@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['CLOCKS', 'clock', 'device_name', 'interleaved_times', 'make_step', 'summarize']
+__all__ = ['CLOCKS', 'check_device', 'clock', 'device_name', 'interleaved_times', 'make_step', 'summarize']
 
 # 'wall': torch.utils.benchmark's default clock (synchronizes the accelerator). 'cpu': this process's CPU time,
 # which other processes on a shared machine barely disturb (best with one thread: no OpenMP spin-waiting).
@@ -42,6 +42,22 @@ def clock(name: str) -> Callable[[], float]:
     if name not in CLOCKS:
         raise ValueError(f'clock must be one of {list(CLOCKS)}, got {name!r}')
     return _benchmark_module().utils.timer.timer if name == 'wall' else time.process_time
+
+
+def check_device(device: str, clock: str = 'wall', flag: str = '--device') -> torch.device:
+    """``device`` as a torch device that can be timed with ``clock``: the CPU, or CUDA when this torch has it.
+    ``flag`` names the option in the error (``--device`` for bench, ``--cost-device`` for plot)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"{flag} {device}: not a device name ({e}); use 'cpu' or 'cuda[:N]'") from e
+    if clock == 'cpu' and dev.type != 'cpu':
+        raise ValueError(f"clock='cpu' times this process's CPU work and misses {dev.type} kernels; use clock='wall'")
+    if dev.type not in ('cpu', 'cuda'):
+        raise ValueError(f"{flag} {device}: eca-timm times 'cpu' and 'cuda[:N]' only")
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'{flag} {device}: CUDA is not available here; use {flag} cpu')
+    return dev
 
 
 def device_name(device: torch.device) -> str:

@@ -1,2 +1,2 @@
 """The package version (read by pyproject.toml without importing the package)."""
-__version__ = '0.1.0'
+__version__ = '0.2.0.dev0'

@@ -22,11 +22,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import timm
 import torch
 from timm.layers import EcaModule
+from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from ._io import atomic_write
-from ._timing import CLOCKS, clock as make_clock, device_name, interleaved_times, make_step, summarize
+from ._io import atomic_write, check_writable
+from ._timing import CLOCKS, check_device, clock as make_clock, device_name, interleaved_times, make_step, summarize
 from .models import RELEASED_KERNEL_SIZES, EcaResNet
 from .models.eca_resnet import ECA_RESNET_ARCHS
 
@@ -57,8 +58,8 @@ def _timm_eca_resnet(name: str, **kwargs: Any) -> nn.Module:
 def _unfused_eca_resnet(name: str, **kwargs: Any) -> nn.Module:
     """The plugin model on timm's own blocks: ``x = x * eca.gate(x)`` then ``x += shortcut`` (no fusion)."""
     arch = ECA_RESNET_ARCHS[name]
-    return EcaResNet(block=arch['block'].__bases__[0], layers=arch['layers'],
-                     eca_kernel_sizes=RELEASED_KERNEL_SIZES[name], **kwargs)
+    timm_block = Bottleneck if issubclass(arch['block'], Bottleneck) else BasicBlock
+    return EcaResNet(block=timm_block, layers=arch['layers'], eca_kernel_sizes=RELEASED_KERNEL_SIZES[name], **kwargs)
 
 
 def comparison_models(name: str) -> Dict[str, Callable[[], nn.Module]]:
@@ -107,21 +108,6 @@ def _peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
     return max(e['args']['Total Allocated'] for e in mem) - base
 
 
-def _check_device(device: str, clock: str) -> torch.device:
-    """``device`` as a torch device the benchmark can time with ``clock``: the CPU, or CUDA when this torch has it."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {device}: not a device name ({e}); use 'cpu' or 'cuda[:N]'") from e
-    if clock == 'cpu' and dev.type != 'cpu':
-        raise ValueError(f"clock='cpu' times this process's CPU work and misses {dev.type} kernels; use clock='wall'")
-    if dev.type not in ('cpu', 'cuda'):
-        raise ValueError(f"--device {device}: bench times 'cpu' and 'cuda[:N]' only")
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f'--device {device}: CUDA is not available here; use --device cpu')
-    return dev
-
-
 def run_benchmark(
         model_name: str,
         phases: Sequence[str] = PHASES,
@@ -137,7 +123,7 @@ def run_benchmark(
         clock: str = 'wall',
 ) -> Dict[str, Any]:
     """Time ``model_name`` against its baselines in every setting; returns the JSON-ready results."""
-    dev = _check_device(device, clock)
+    dev = check_device(device, clock)
     for name, value in (('rounds', rounds), ('batch_size', batch_size), ('img_size', img_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f'--{name.replace("_", "-")} must be a positive integer, got {value!r}')
@@ -221,6 +207,8 @@ def _write_json(report: Dict[str, Any], path: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.output:
+        check_writable(args.output, '--output')  # before any timing
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,4 +248,4 @@ def register(subparsers: Any) -> None:
                    help="'cpu' times process CPU time (robust on a shared CPU machine; use with --threads 1)")
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
     p.add_argument('--output', default=None, help='write the results as JSON here')
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, interrupted_note='nothing written')

@@ -1,59 +1,84 @@
-"""The ``eca-timm models`` table: parameters, compute, ECA kernel sizes and pretrained tags per model."""
+"""The ``eca-timm models`` table: parameters, compute, ECA kernel sizes and pretrained tags per model.
+
+It lists the ECA-Net releases (``MODEL_MODULES``) and the attention study's CIFAR-stem models (``STUDY_MODULES``:
+no attention, SE, CBAM, ECA), each marked with its kind; compute is counted at each model's own input size
+(224 for the releases, 32 for the study models) unless ``--img-size`` sets one for all.
+"""
 import argparse
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import MODEL_MODULES
+from .models import MODEL_MODULES, STUDY_MODULES
 from .models._pretrained import is_published
 
-__all__ = ['model_names', 'model_info', 'format_table']
+__all__ = ['model_names', 'study_model_names', 'model_info', 'format_table']
+
+KINDS = {'release': 'ECA-Net release', 'study': 'study model (CIFAR stem)'}
 
 
 def model_names() -> List[str]:
-    """The models this plugin registers with timm."""
+    """The ECA-Net models this plugin registers with timm."""
     return timm.list_models(module=list(MODEL_MODULES))
 
 
-def model_info(name: str, img_size: int = 224) -> Dict[str, Any]:
-    """Parameters, GFLOPs and GMACs at ``img_size`` (torch's FlopCounterMode, on the meta device), kernel sizes, tags."""
+def study_model_names() -> List[str]:
+    """The attention study's models (CIFAR-stem ResNet-18 with no attention, SE, CBAM, ECA)."""
+    return timm.list_models(module=list(STUDY_MODULES))
+
+
+def model_info(name: str, img_size: Optional[int] = None) -> Dict[str, Any]:
+    """Parameters, GFLOPs and GMACs at ``img_size`` (default: the model's own input size; torch's FlopCounterMode,
+    on the meta device), ECA kernel sizes (None: no ECA), pretrained tags, and kind (release or study)."""
     model = timm.create_model(name, device='meta').eval()
+    size = img_size or model.pretrained_cfg['input_size'][-1]
     with FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, img_size, img_size, device='meta'))
+        model(torch.empty(1, 3, size, size, device='meta'))
     flops = counter.get_total_flops()
+    sizes = getattr(model, 'eca_kernel_sizes', None)
     return {
         'model': name,
         'params': sum(p.numel() for p in model.parameters()),
         'gflops': flops / 1e9,
         'gmacs': flops / 2e9,
-        'eca_kernel_sizes': list(model.eca_kernel_sizes),
+        'eca_kernel_sizes': list(sizes) if sizes is not None else None,
         'pretrained_tags': {t.split('.', 1)[1]: 'published' if is_published(t) else 'unpublished'
                             for t in timm.list_models(name, include_tags=True) if '.' in t},
+        'img_size': size,
+        'kind': 'study' if name in study_model_names() else 'release',
     }
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
     """A markdown table of ``model_info`` rows."""
-    lines = ['| model | params | GFLOPs | GMACs | ECA k per stage | pretrained tags |', '|---|---:|---:|---:|---|---|']
+    lines = ['| model | params | GFLOPs | GMACs | ECA k per stage | pretrained tags | input | kind |',
+             '|---|---:|---:|---:|---|---|---:|---|']
     for r in rows:
+        sizes = r['eca_kernel_sizes']
         lines.append(
             f"| {r['model']} | {r['params']:,} | {r['gflops']:.2f} | {r['gmacs']:.2f} | "
-            f"{','.join(map(str, r['eca_kernel_sizes']))} | "
-            f"{', '.join(f'{t} ({state})' for t, state in r['pretrained_tags'].items()) or '-'} |")
+            f"{','.join(map(str, sizes)) if sizes else '-'} | "
+            f"{', '.join(f'{t} ({state})' for t, state in r['pretrained_tags'].items()) or '-'} | "
+            f"{r['img_size']}x{r['img_size']} | {KINDS[r['kind']]} |")
     return '\n'.join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
-    rows = [model_info(n, args.img_size) for n in model_names()]
+    rows = [model_info(n, args.img_size) for n in model_names() + study_model_names()]
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser('models', help='list the ECA models with parameters, compute and kernel sizes')
-    p.add_argument('--img-size', type=int, default=224, help='input resolution for the compute columns')
+    p = subparsers.add_parser(
+        'models', help='list the ECA models with parameters, compute and kernel sizes',
+        description='List the ECA-Net models and the attention study\'s CIFAR-stem models (marked as study '
+                    'models): parameters, GFLOPs and GMACs of one image (torch\'s FlopCounterMode), ECA kernel '
+                    'size per stage, and the state of each pretrained tag.')
+    p.add_argument('--img-size', type=int, default=None,
+                   help='input resolution for the compute columns (default: each model\'s own, 224 or 32)')
     p.add_argument('--json', action='store_true', help='print JSON instead of a markdown table')
     p.set_defaults(func=_run)

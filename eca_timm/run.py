@@ -1,8 +1,8 @@
 """``python -m eca_timm.run SCRIPT ARGS...`` (also under ``torchrun -m``): timm's scripts with the ECA models
-registered. The runner lives in ``eca_timm.train.run``; this module keeps the short entry point."""
+registered. The same command as ``eca-timm run`` (``eca_timm.train.run``), with its one-line errors."""
 import sys
 
-from .train.run import main
+from .cli import console
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(console(['run', *sys.argv[1:]]))

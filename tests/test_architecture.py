@@ -3,8 +3,8 @@
 Every ``import`` in every module counts, function-level ones included (they would hide a cycle, not remove it).
 Wings, bottom up: utilities (``_io``, ``_resources``, ``_summary``, ``_timing``, ``_version``) and the data packages,
 ``layers/``, ``models/``, the
-commands (``weights/``, ``train/``, ``detection/``, ``bench``, ``model_table``), the CLI (``cli``, and the
-``python -m eca_timm.run`` entry point). A module imports from lower wings, or from its own wing; the package's
+commands (``weights/``, ``train/``, ``detection/``, ``bench``, ``model_table``), the CLI (``cli``), and on it the
+``python -m eca_timm.run`` entry point. A module imports from lower wings, or from its own wing; the package's
 ``__init__`` is the public facade: it imports layers and models, and no module imports it.
 """
 import ast
@@ -16,7 +16,7 @@ import eca_timm
 PACKAGE = Path(eca_timm.__file__).resolve().parent
 UTILITIES = {'eca_timm._io', 'eca_timm._resources', 'eca_timm._summary', 'eca_timm._timing', 'eca_timm._version'}
 RANKS = {'data': 0, 'hub_data': 0, 'train_configs': 0, 'layers': 1, 'models': 2, 'weights': 3, 'train': 3, 'detection': 3, 'bench': 3, 'model_table': 3, 'cli': 4,
-         'run': 4}
+         'run': 5}  # ``python -m eca_timm.run`` is ``eca-timm run``: the entry point sits on the CLI
 MAX_LINES = 360
 
 

@@ -41,6 +41,21 @@ def test_comparison_models_for_each_family():
     assert [blk.se.conv.kernel_size[0] for blk in (timm_eca.layer1[0], timm_eca.layer4[0])] == [3, 7]
 
 
+@pytest.mark.parametrize('name', ['eca_resnet18', 'eca_resnet50'])
+def test_unfused_model_is_the_plugin_model_on_timms_own_blocks(name):
+    """``x = x * gate`` in timm's BasicBlock / Bottleneck: same weights, same output as the fused plugin model."""
+    import timm
+    from timm.models.resnet import BasicBlock, Bottleneck
+    fused = timm.create_model(name).eval()
+    unfused = comparison_models(name)[f'{name} (unfused)']().eval()
+    expected = BasicBlock if name == 'eca_resnet18' else Bottleneck
+    assert {type(m) for m in unfused.modules() if isinstance(m, (BasicBlock, Bottleneck))} == {expected}
+    unfused.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(unfused(x), fused(x))
+
+
 def test_bench_rejects_bad_input():
     with pytest.raises(ValueError, match="no benchmark comparison for 'resnet50'; choose one of: eca_resnet18"):
         run_benchmark('resnet50')
@@ -69,7 +84,7 @@ def test_bench_output_is_progress_and_table_only(tmp_path):
     (dict(rounds=0), '--rounds must be a positive integer, got 0'),
     (dict(batch_size=0), '--batch-size must be a positive integer, got 0'),
     (dict(device='gpu'), r"--device gpu: not a device name .*use 'cpu' or 'cuda\[:N\]'"),
-    (dict(device='mps'), r"--device mps: bench times 'cpu' and 'cuda\[:N\]' only"),
+    (dict(device='mps'), r"--device mps: eca-timm times 'cpu' and 'cuda\[:N\]' only"),
 ])
 def test_bench_input_checks(kwargs, match):
     with pytest.raises(ValueError, match=match):

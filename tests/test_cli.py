@@ -69,3 +69,25 @@ def test_weights_backbone_values_match_the_python_api():
     assert _weights_backbone(True) is True  # a recipe's YAML `true`
     assert _weights_backbone('none') is None and _weights_backbone(None) is None and _weights_backbone(False) is None
     assert _weights_backbone('backbone.safetensors') == 'backbone.safetensors'
+
+
+@pytest.mark.parametrize('command', ['run', 'study', 'plot', 'quickstart', 'scripts'])
+def test_help_shows_examples(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, '--help'])
+    text = capsys.readouterr().out
+    assert '\nexamples:\n  eca-timm ' in text
+    assert '``' not in text
+
+
+def test_commands_raise_and_only_console_prints(tmp_path, capsys):
+    """One error path: the commands raise their user errors (``main``), ``console`` prints the one line."""
+    used = tmp_path / 'used'
+    used.mkdir()
+    (used / 'x').write_text('x')
+    for argv, error in ((['run'], ValueError), (['plot', str(tmp_path / 'missing')], FileNotFoundError),
+                        (['quickstart', '--out', str(used)], FileExistsError),
+                        (['study', str(tmp_path / 'missing'), '--out', str(tmp_path / 'o')], FileNotFoundError)):
+        with pytest.raises(error):
+            main(argv)
+        assert capsys.readouterr().err == '', argv  # nothing printed by the command itself

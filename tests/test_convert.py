@@ -66,25 +66,31 @@ def test_convert_official_mobilenetv2(tmp_path):
     assert sum(m.conv.weight.numel() for m in model.modules() if isinstance(m, eca_timm.EcaLayer)) == 31
 
 
-def test_official_file_through_timm_loaders(official18):
-    """pretrained_cfg file= (train.py --pretrained-path) and checkpoint_path (train.py --initial-checkpoint)."""
+def test_official_file_through_timm_loaders(official18, tmp_path):
+    """pretrained_cfg file= (train.py --pretrained-path) maps an official file through the checkpoint filter;
+    checkpoint_path (train.py --initial-checkpoint) is torch's plain load_state_dict: the model's own keys only."""
     ref, path = official18
     model = timm.create_model('eca_resnet18', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     assert _max_diff(model, ref) < 1e-5
-    assert _max_diff(timm.create_model('eca_resnet18', checkpoint_path=str(path)), ref) < 1e-5
     # train.py --pretrained-path with another num_classes: timm re-initialises the head, the rest is loaded
     model = timm.create_model('eca_resnet18', pretrained=True, num_classes=10,
                               pretrained_cfg_overlay=dict(file=str(path), num_classes=-1))
     assert model.fc.out_features == 10
     assert torch.equal(model.layer3[1].se.conv.weight, ref.layer3[1].eca.conv.weight)
+    # load_state_dict renames nothing: the official keys are refused, and the converted weights load
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "layer1\.0\.eca\.conv\.weight"'):
+        timm.create_model('eca_resnet18', checkpoint_path=str(path))
+    out = tmp_path / 'converted'
+    assert main(['convert', str(path), '--model', 'eca_resnet18', '--out', str(out)]) == 0
+    assert _max_diff(timm.create_model('eca_resnet18', checkpoint_path=str(out / 'model.safetensors')), ref) < 1e-5
 
 
 def test_wrong_depth_refused(official18, tmp_path):
     _, path = official18
     out = tmp_path / 'out'
-    with pytest.raises(CheckpointMismatchError, match=r"layer 'layer1\.2\.conv1'.*missing.*\[2, 2, 2, 2\] basic "
-                                                      r"blocks.*fits timm\.create_model\('eca_resnet18', "
-                                                      r"eca_kernel_sizes=\(3, 5, 7, 7\)\)"):
+    with pytest.raises(CheckpointMismatchError, match=r"eca_resnet18_k3577\.pth\.tar is a checkpoint of eca_resnet18, "
+                                                      r"not of eca_resnet34: it fits timm\.create_model\("
+                                                      r"'eca_resnet18'\) exactly; pass --model eca_resnet18"):
         main(['convert', str(path), '--model', 'eca_resnet34', '--out', str(out)])
     assert list(tmp_path.iterdir()) == []
 

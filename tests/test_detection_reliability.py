@@ -228,7 +228,8 @@ def test_model_kwargs_typo_is_a_one_line_command_error(shapes, tmp_path):
     assert str(e.value).startswith(
         "--model-kwargs: fasterrcnn_eca_resnet18_fpn: unknown keyword argument 'box_batch_size_per_imag' (did you "
         "mean 'box_batch_size_per_image'?). Model arguments it accepts: backbone_kwargs, ")
-    with pytest.raises(ValueError, match=r"^--model-kwargs: eca_resnet18: unknown keyword argument 'chanels'\. "):
+    with pytest.raises(ValueError, match=r"^--model-kwargs: eca_resnet18: unknown keyword argument 'chanels' "
+                                         r"\(did you mean 'channels'\?\)\. "):
         _train(shapes, '--model-kwargs', "backbone_kwargs={'chanels': (8, 16, 32, 64)}", '--output', str(out))
     with pytest.raises(ValueError) as e:
         _train(shapes, '--model-kwargs', 'min_size=32', '--output', str(out))
@@ -399,3 +400,280 @@ def test_output_names_are_distinct_and_keep_the_folders():
     assert names == [os.path.join(*n.split('/')) for n in (
         'a/img.png', 'b/img.png', 'b/img-1.png', 'b/IMG-2.png', 'b/img-1-1.png')]  # distinct ignoring case too
     assert output_names(['photo.jpg']) == ['photo.png']
+
+
+# ================================================================ issue 20: nothing lost, no silent wrong result
+
+# ---------------------------------------------------------------- 1. predict never writes over what the user had
+
+def _contents(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), 'rb').read()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def test_predict_never_writes_over_an_input_or_a_file_it_did_not_draw(checkpoint, tmp_path):
+    photos = tmp_path / 'photos'
+    a, a_jpg, b = (_image(photos / name, (64, 48), 40 + 30 * i) for i, name in enumerate(('a.png', 'a.jpg', 'b.png')))
+    before = _contents(photos)
+    with pytest.raises(FileExistsError) as e:  # their drawings a.png, a-1.png, b.png: two are inputs
+        _predict(checkpoint, photos, a, a_jpg, b)
+    assert str(e.value) == (
+        f"--output-dir {str(photos)!r} holds the input images {a!r}, {b!r}: their drawings would replace them. "
+        f"Pass a folder of its own for the drawings, e.g. --output-dir {str(photos / 'detections')!r}")
+    assert _contents(photos) == before  # refused before any work: nothing written, nothing replaced
+
+    vis = tmp_path / 'vis'
+    _image(vis / 'a.png', (32, 32), 7)  # the user's own file, where a drawing would go
+    (vis / 'predictions.json').write_text('my notes')
+    mine = _contents(vis)
+    with pytest.raises(FileExistsError) as e:
+        _predict(checkpoint, vis, a, b)
+    assert str(e.value) == (
+        f"--output-dir {str(vis)!r} already holds {str(vis / 'a.png')!r}, {str(vis / 'predictions.json')!r}, which "
+        f"`detect predict` did not write: pass another --output-dir, or move them")
+    assert _contents(vis) == mine
+
+    # an earlier run's drawings are recognised (by their PNG's Software field) and redrawn, whatever it listed
+    again = tmp_path / 'again'
+    for images in ((a, b), (a,), (a, b)):
+        assert _predict(checkpoint, again, *images) == 0
+    assert sorted(os.listdir(again)) == ['a.png', 'b.png', 'predictions.json']
+    with Image.open(again / 'a.png') as drawn:
+        assert drawn.info['Software'] == 'eca-timm detect predict'
+    with pytest.raises(FileExistsError, match=r"holds the input images '.*again/a\.png': their drawings would"):
+        _predict(checkpoint, again, str(again / 'a.png'))  # a drawing given as an input is an input
+
+
+# ---------------------------------------------------------------- 31. predict takes a folder
+
+def test_predict_takes_a_folder_of_images(checkpoint, tmp_path):
+    photos = tmp_path / 'photos'
+    a = _image(photos / 'a.png', (64, 48), 40)
+    b = _image(photos / 'sub' / 'b.jpg', (56, 64), 90)
+    _image(photos / '.hidden.png', (32, 32), 10)  # hidden files (a killed write's temporaries) are not images
+    (photos / 'notes.txt').write_text('not an image')
+    out = photos / 'vis'  # inside the folder: its drawings are never taken as inputs
+    for _ in range(2):
+        assert _predict(checkpoint, out, str(photos)) == 0
+        with open(out / 'predictions.json') as f:
+            result = json.load(f)
+        assert [(p['image'], p['output']) for p in result['predictions']] == [
+            (a, 'a.png'), (b, os.path.join('sub', 'b.png'))]
+    c = _image(tmp_path / 'c.png', (48, 48), 120)  # folders and files together
+    assert _predict(checkpoint, tmp_path / 'vis2', str(photos / 'sub'), c) == 0
+
+    empty = tmp_path / 'empty'
+    (empty / 'sub').mkdir(parents=True)
+    (empty / 'sub' / 'notes.txt').write_text('x')
+    with pytest.raises(FileNotFoundError) as e:
+        _predict(checkpoint, tmp_path / 'vis3', str(empty))
+    assert str(e.value) == (f"Folder {str(empty)!r} holds no images (.png, .jpg, .jpeg, in it or its subfolders): "
+                            f"pass image files or a folder of them")
+    assert not (tmp_path / 'vis3').exists()
+
+
+# ---------------------------------------------------------------- 5. 16-bit images
+
+def _png16(path, values):
+    """A real 16-bit greyscale PNG, written by PIL (mode I;16)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(values.astype(np.uint16)).save(path)
+    with Image.open(path) as img:
+        assert img.mode == 'I;16'
+    return str(path)
+
+
+def test_16_bit_images_are_scaled_to_8_bit_in_training_and_predict(shapes, checkpoint, tmp_path):
+    from eca_timm.detection.data import read_rgb
+    values = np.arange(48 * 64).reshape(48, 64) * 21  # 0 .. 64491
+    path = _png16(tmp_path / 'deep.png', values)
+    with Image.open(path) as img:
+        assert (np.asarray(img.convert('RGB')) == 255).mean() > 0.99  # PIL's convert saturates: the fault
+    rgb = np.asarray(read_rgb(path))
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, np.repeat((values >> 8)[..., None], 3, axis=2))  # the high byte
+
+    images, ann = shapes  # the training data as 16-bit copies: the loader gives the 8-bit image back
+    deep = tmp_path / 'deep_images'
+    for name in sorted(os.listdir(images)):
+        with Image.open(os.path.join(images, name)) as img:
+            grey = np.asarray(img.convert('L')).astype(np.uint16)
+        _png16(deep / name, grey * 257)
+    dataset = load_coco_detection(str(deep), ann, train=False, masks=False)
+    image, _ = dataset[0]
+    with Image.open(os.path.join(images, '000.png')) as img:
+        expected = np.asarray(img.convert('L'))
+    np.testing.assert_array_equal((image * 255).round().byte().numpy(), np.broadcast_to(expected, image.shape))
+
+    out = tmp_path / 'vis'
+    assert _run(['predict', path, '--checkpoint', checkpoint, '--output-dir', str(out), '--device', 'cpu',
+                 '--score-threshold', '1']) == 0  # nothing drawn: the output is the image as the model saw it
+    with Image.open(out / 'deep.png') as drawn:
+        np.testing.assert_array_equal(np.asarray(drawn.convert('RGB')), rgb)
+
+
+# ---------------------------------------------------------------- 10. boxes without area inside their image
+
+def test_boxes_outside_their_image_are_counted_in_a_warning(shapes, tmp_path, caplog):
+    images, ann = shapes
+    with open(ann) as f:
+        dataset = json.load(f)
+    sizes = {img['id']: (img['width'], img['height']) for img in dataset['images']}
+    anns = dataset['annotations']
+    width, height = sizes[anns[0]['image_id']]
+    x, y, w, h = anns[0]['bbox']
+    changed = [dict(anns[0], bbox=[x, y, 0, h]),  # zero width
+               dict(anns[1], bbox=[sizes[anns[1]['image_id']][0] + 5, 2, 10, 10]),  # right of the image
+               dict(anns[2], bbox=[-6, 3, 20, 12])]  # reaches past the left edge
+    bad = _write_ann(tmp_path, ann, annotations=changed + anns[3:])
+    total = len(anns)
+    load_coco_detection(images, bad, train=True, masks=False)
+    assert (f"COCO annotation file {bad!r}: 2 of {total} boxes have no area inside their image (zero width or "
+            f"height, or outside the image; the first is annotation 1): training leaves them out; 1 reaches past "
+            f"its image's edge: training clips it to the image") in caplog.text
+    caplog.clear()
+    evaluation = load_coco_detection(images, bad, train=False, masks=False)
+    assert (f"COCO annotation file {bad!r}: 2 of {total} boxes have no area inside their image (zero width or "
+            f"height, or outside the image; the first is annotation 1): COCO AP counts them as objects that no "
+            f"detection can match") in caplog.text
+    assert len(evaluation) == 4
+    caplog.clear()
+    load_coco_detection(images, ann, train=True, masks=False)
+    assert 'boxes have no area' not in caplog.text and 'clips' not in caplog.text
+
+    clipped = _write_ann(tmp_path, ann, 'clipped.json', annotations=[changed[2]] + anns[3:])
+    train = load_coco_detection(images, clipped, train=True, masks=False)
+    image_id = anns[2]['image_id']  # torchvision's SanitizeBoundingBoxes used to drop it (a coordinate below 0)
+    boxes = train[train.ids.index(image_id)][1]['boxes']
+    assert len(boxes) == sum(a['image_id'] == image_id for a in [changed[2]] + anns[3:])
+    assert 14 in [(b[2] - b[0]).item() for b in boxes]  # -6 .. 14 clipped to 0 .. 14 (flipped or not)
+
+
+# ---------------------------------------------------------------- 11. predict's score threshold
+
+@pytest.mark.parametrize('value', ['5', '-0.1', 'nan'])
+def test_score_threshold_outside_0_1_is_refused(checkpoint, tmp_path, value):
+    image = _image(tmp_path / 'in' / 'a.png', (48, 48), 40)
+    with pytest.raises(ValueError) as e:
+        _run(['predict', image, '--checkpoint', checkpoint, '--output-dir', str(tmp_path / 'vis'),
+              '--score-threshold', value])
+    assert str(e.value) == (f"--score-threshold must be in [0, 1] (detection scores are probabilities), got "
+                            f"{float(value)}")
+    assert not (tmp_path / 'vis').exists()
+
+
+# ---------------------------------------------------------------- 21. --model-kwargs: KEY=VALUE, types and ranges
+
+def test_model_kwargs_need_key_equals_value(shapes, tmp_path, capsys):
+    for item in ('noequals', '=5'):
+        with pytest.raises(SystemExit) as e:
+            _train(shapes, '--model-kwargs', 'fpn_channels=16', item, '--output', str(tmp_path / 'out'))
+        assert e.value.code == 2
+        assert (f"argument --model-kwargs: expected KEY=VALUE items (e.g. fpn_channels=64), got {item!r}"
+                in capsys.readouterr().err)
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('item,error,message', [
+    ('fpn_channels=-8', ValueError, "fpn_channels must be an int >= 1, got -8"),
+    ('fpn_channels=abc', TypeError, "fpn_channels must be an int >= 1, got 'abc' (str)"),
+    ('fpn_channels=8.0', TypeError, "fpn_channels must be an int >= 1, got 8.0 (float)"),
+    ('box_score_thresh=5', ValueError, "box_score_thresh must be a number in [0, 1], got 5"),
+    ('box_nms_thresh=True', TypeError, "box_nms_thresh must be a number in [0, 1], got True (bool)"),
+    ('box_batch_size_per_image=0', ValueError, "box_batch_size_per_image must be an int >= 1, got 0"),
+    ('frozen_bn=1', TypeError, "frozen_bn must be True, False or None, got 1 (int)"),
+    ('backbone_kwargs=channels', TypeError, "backbone_kwargs must be a dict, got 'channels' (str)"),
+])
+def test_model_kwargs_of_the_wrong_type_or_range_are_refused(shapes, tmp_path, item, error, message):
+    with pytest.raises(ValueError) as e:  # the command: one line before any work
+        _train(shapes, '--model-kwargs', item, '--output', str(tmp_path / 'out'))
+    assert str(e.value) == f'--model-kwargs: fasterrcnn_eca_resnet18_fpn: {message}'
+    assert not (tmp_path / 'out').exists()
+    key, value = item.split('=')
+    value = {'abc': 'abc', 'channels': 'channels'}.get(value) or eval(value)
+    with pytest.raises(error) as e:  # the Python builders, the same check
+        fasterrcnn_eca_resnet18_fpn(num_classes=3, **{key: value})
+    assert str(e.value) == f'fasterrcnn_eca_resnet18_fpn: {message}'
+
+
+def test_detector_argument_checks_follow_torchvision_signatures():
+    with pytest.raises(ValueError, match=r"^retinanet_eca_resnet50_fpn: num_classes must be an int >= 1, got -1; "
+                                         r"score_thresh must be a number in \[0, 1\], got 2$"):
+        retinanet_eca_resnet50_fpn(num_classes=-1, score_thresh=2)
+    # what torchvision accepts still arrives: a tuple of training sizes, an int for a float threshold
+    model = fasterrcnn_eca_resnet18_fpn(num_classes=3, min_size=(64, 80), box_score_thresh=0, **TINY_KWARGS)
+    assert model.transform.min_size == (64, 80) and model.roi_heads.score_thresh == 0
+    with pytest.raises(ValueError, match=r"min_size must be an int >= 1 or a tuple of them, got \(64, 0\)"):
+        fasterrcnn_eca_resnet18_fpn(num_classes=3, min_size=(64, 0))
+
+
+def test_training_options_of_the_wrong_type_or_range_are_refused(shapes, tmp_path):
+    images, ann = shapes
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError) as e:
+        _train(shapes, '--epochs', '0', '--output', str(out))
+    assert str(e.value) == 'epochs must be an int >= 1 (--epochs, or a recipe\'s epochs), got 0'
+    with pytest.raises(ValueError) as e:
+        _train(shapes, '--num-classes', '0', '--output', str(out))  # 0 used to mean the default
+    assert str(e.value).startswith(f"{ann} has category ids up to 2 but the model has num_classes=0")
+    recipe = tmp_path / 'recipe.yaml'
+    recipe.write_text('epochs: ten\nlr: -0.1\nlr_steps: 8\n')
+    with pytest.raises(ValueError) as e:
+        _train(shapes, '--config', str(recipe), '--output', str(out))
+    assert str(e.value) == (
+        "epochs must be an int >= 1 (--epochs, or a recipe's epochs), got 'ten'; lr must be a number >= 0 (--lr, or "
+        "a recipe's lr), got -0.1; lr_steps must be a list of ints >= 0 (--lr-steps, or a recipe's lr_steps), got 8")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- 22. a file that is not a detector checkpoint
+
+def test_a_file_that_is_not_a_detector_checkpoint_is_named(shapes, checkpoint, tmp_path):
+    images, ann = shapes
+    image = _image(tmp_path / 'in' / 'a.png', (48, 48), 40)
+    text = tmp_path / 'notes.txt'
+    pickled_list = tmp_path / 'list.pth'
+    torch.save([1, 2], pickled_list)
+    no_model = tmp_path / 'no_model.pth'
+    torch.save(dict(model_config=torch.load(checkpoint, weights_only=True)['model_config']), no_model)
+    for content in ('eval notes', 'notes', 'PK\x03\x04 not a zip'):  # KeyError, UnpicklingError, zip errors
+        text.write_text(content)
+        for argv in (['eval', '--checkpoint', str(text), '--val-images', images, '--val-ann', ann],
+                     ['predict', image, '--checkpoint', str(text), '--output-dir', str(tmp_path / 'vis')]):
+            with pytest.raises(ValueError) as e:
+                _run([*argv, '--device', 'cpu'])
+            assert str(e.value).startswith(f'{str(text)!r} is not a readable PyTorch checkpoint ('), content
+            assert str(e.value).endswith('): pass the last.pth written by `eca-timm detect train`')
+        with pytest.raises(ValueError, match=r"notes\.txt' is not a readable PyTorch checkpoint"):
+            # refused before the data is read (this annotation file does not exist)
+            _run(['train', *TINY, '--train-images', images, '--train-ann', str(tmp_path / 'nope.json'),
+                  '--resume', str(text)])
+    with pytest.raises(ValueError) as e:
+        _run(['predict', image, '--checkpoint', str(pickled_list), '--output-dir', str(tmp_path / 'vis')])
+    assert str(e.value) == (f"{str(pickled_list)!r} is not an `eca-timm detect train` checkpoint (it holds a list, "
+                            f"not a dict with model and model_config): pass the last.pth written by `eca-timm "
+                            f"detect train`")
+    with pytest.raises(ValueError, match=r"no_model\.pth' is not an `eca-timm detect train` checkpoint \(it lacks "
+                                         r"model\)"):
+        _run(['predict', image, '--checkpoint', str(no_model), '--output-dir', str(tmp_path / 'vis')])
+    with pytest.raises(ValueError, match=r"last\.pth' cannot resume training: it lacks optimizer, lr_scheduler, "
+                                         r"scaler, epoch \(written by `detect train`"):
+        _train(shapes, '--resume', checkpoint)  # a checkpoint with weights only
+    assert not (tmp_path / 'vis').exists()
+
+
+# ---------------------------------------------------------------- 29. an annotation file that is not UTF-8
+
+def test_an_annotation_file_that_is_not_utf8_is_named(shapes, tmp_path):
+    images, ann = shapes
+    with open(ann) as f:
+        text = f.read()
+    utf16 = tmp_path / 'utf16.json'
+    utf16.write_text(text, encoding='utf-16')
+    with pytest.raises(ValueError) as e:
+        load_coco_detection(images, str(utf16), train=True, masks=False)
+    assert str(e.value).startswith(f"COCO annotation file {str(utf16)!r} is not UTF-8 text (UnicodeDecodeError: ")
+    assert str(e.value).endswith('): save it as UTF-8 JSON')
+    bom = tmp_path / 'bom.json'
+    bom.write_text(text, encoding='utf-8-sig')  # a UTF-8 byte order mark (Windows editors write one) is fine
+    assert len(load_coco_detection(images, str(bom), train=True, masks=False)) == 4

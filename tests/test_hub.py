@@ -1,16 +1,14 @@
 """Hub side: manifest -> registry cfgs, ``eca-timm publish`` folders and cards, offline round trip through the real
-huggingface_hub cache, and the upload calls up to the HfApi boundary."""
+huggingface_hub cache, and uploads / downloads through huggingface_hub's own HfApi to its HTTP boundary."""
 import argparse
 import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import timm
@@ -20,8 +18,9 @@ from safetensors.torch import load_file
 
 import eca_timm
 from eca_timm.models import _pretrained
-from eca_timm.weights import hub_folder
+from eca_timm.weights import manifest as manifest_mod
 from eca_timm.cli import main
+from fake_hub import TOKEN, committed, fake_hub, same_files  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,6 +113,8 @@ def test_publish_train_folder_dry_run(tmp_path):
     assert config['architecture'] == 'eca_resnet18' and config['num_classes'] == 10
     assert config['pretrained_cfg']['tag'] == 'c10'
     assert 'hf_hub_id' not in config['pretrained_cfg'] and 'notes' not in config['pretrained_cfg']
+    assert 'num_classes' not in config['model_args']  # transformers passes its own (issue 19); timm: the top level
+    assert config['eca_timm']['source']['file'] == 'model_best.pth.tar'
 
     meta = _front_matter(out / 'README.md')
     assert meta['library_name'] == 'timm' and meta['license'] == 'mit' and meta['datasets'] == ['cifar10']
@@ -121,8 +122,14 @@ def test_publish_train_folder_dry_run(tmp_path):
     assert meta['model-index'][0]['name'] == 'eca_resnet18.c10'
     epoch, _, _, top1, top5, _ = run['best']
     assert [m['value'] for m in results['metrics']] == [top1, top5]
+    assert results['dataset']['split'] == 'test'  # torchvision's CIFAR-10: train.py evaluates on its test set
     card = (out / 'README.md').read_text()
-    assert f'epoch {epoch} of summary.csv' in card and "timm.create_model('hf-hub:me/eca_resnet18.c10'" in card
+    # summary.csv counts epochs from 0; args.yaml says 3 epochs: the best is the 2nd
+    assert f"after epoch {epoch + 1} of 3 (summary.csv's epoch {epoch}, counted from 0" in card
+    # a dry run is not on the Hub: its card loads the folder itself
+    assert f"timm.create_model('local-dir:{out}'" in card and "create_model('hf-hub:" not in card
+    assert f"pipeline('image-classification', model='{out}')" in card
+    assert '## Intended use and limitations' in card
     assert 'import eca_timm' in card and '- lr: `0.1`' in card and '3, 5, 7, 7' in card and ".convert('RGB')" in card
     assert '- **Model Stats:**' in card and '### Feature Map Extraction' in card and '### Image Embeddings' in card
     assert '@inproceedings{wang2020eca' in card and '@misc{rw2019timm' in card
@@ -168,7 +175,7 @@ def test_publish_resumed_run_summary(tmp_path):
     assert main(['publish', str(run), '--repo-id', 'me/eca_resnet18.c10', '--dry-run', '--out', str(out)]) == 0
     metrics = _front_matter(out / 'README.md')['model-index'][0]['results'][0]['metrics']
     assert [m['value'] for m in metrics] == [62.5, 96.25]
-    assert 'epoch 1 of summary.csv' in (out / 'README.md').read_text()
+    assert "after epoch 2 of 3 (summary.csv's epoch 1," in (out / 'README.md').read_text()
 
 
 def _fake_official18(tmp_path: Path) -> Path:
@@ -178,34 +185,62 @@ def _fake_official18(tmp_path: Path) -> Path:
     return src
 
 
-def test_publish_converted_folder_claims_released_metrics_only_for_the_released_file(tmp_path, monkeypatch):
-    """The manifest's top-1/top-5 go on a card only when its sha256 ties the folder to the released file."""
-    from eca_timm.weights import convert as convert_mod, publish as publish_mod
+def _record_sha(monkeypatch, sha256: str) -> None:
+    """The manifest as if it recorded ``sha256`` for eca_resnet18.official_in1k (as ``release --push`` does)."""
+    from eca_timm.weights import convert as convert_mod
+    entry = dict(_pretrained.manifest_entry('eca_resnet18.official_in1k'))
+    entry['source'] = dict(entry['source'], sha256=sha256)
+    lookup = lambda tag: entry if tag == 'eca_resnet18.official_in1k' else None  # noqa: E731
+    for module in (convert_mod, manifest_mod):
+        monkeypatch.setattr(module, 'manifest_entry', lookup)
+
+
+def test_released_metrics_only_for_the_file_whose_sha256_is_recorded(tmp_path, monkeypatch):
+    """Issue 21.1: the manifest's top-1/top-5 go on a card (and into its model-index) only for the file whose sha256
+    it records; a file named like the release file gets them in words, as the release's numbers, not its own."""
+    from eca_timm.weights.checkpoint import file_sha256
     src = _fake_official18(tmp_path)
     converted, out = tmp_path / 'converted', tmp_path / 'repo'
     main(['convert', str(src), '--model', 'eca_resnet18', '--out', str(converted)])
-    main(['publish', str(converted), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out', str(out)])
+    for folder in (converted, None):
+        if folder is None:  # publishing the converted folder says the same
+            main(['publish', str(converted), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out',
+                  str(out)])
+            folder = out
+        meta, card = _front_matter(folder / 'README.md'), (folder / 'README.md').read_text()
+        assert 'model-index' not in meta and 'datasets' not in meta, folder
+        results = card.split('## Results')[1]
+        assert "The official release reports top-1 70.92, top-5 89.93 on imagenet-1k for " \
+               "`eca_resnet18_k3577.pth.tar`" in results
+        assert "These are the release's numbers, not this file's: no sha256 is recorded yet" in results
+        assert 'description' not in json.loads((folder / 'config.json').read_text())['pretrained_cfg']
     before, after = load_file(converted / 'model.safetensors'), load_file(out / 'model.safetensors')
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    meta = _front_matter(out / 'README.md')  # the manifest has no sha256: nothing ties this folder to 70.92
-    assert 'model-index' not in meta and 'datasets' not in meta
     config = json.loads((out / 'config.json').read_text())
     assert config['pretrained_cfg']['tag'] == 'official_in1k' and 'label_names' not in config['pretrained_cfg']
     assert config['label_names'] == json.loads((converted / 'config.json').read_text())['label_names']
     assert len(config['label_names']) == 1000
+    assert config['eca_timm']['source'] == {'file': src.name, 'sha256': file_sha256(str(src))}  # its own source
 
-    # once the manifest records the released file's sha256, its conversion carries the released numbers
-    entry = dict(_pretrained.manifest_entry('eca_resnet18.official_in1k'))
-    entry['source'] = dict(entry['source'], sha256=convert_mod.file_sha256(str(src)))
-    for module in (convert_mod, publish_mod):
-        monkeypatch.setattr(module, 'manifest_entry', lambda tag: entry)
-    main(['convert', str(src), '--model', 'eca_resnet18', '--out', str(converted), '--force'])
+    # the manifest records another file's sha256: this folder is still not the released file
+    _record_sha(monkeypatch, '1' * 64)
     main(['publish', str(converted), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out', str(out),
           '--force'])
-    meta = _front_matter(out / 'README.md')
-    assert [m['value'] for m in meta['model-index'][0]['results'][0]['metrics']] == list(
-        RELEASED_METRICS['eca_resnet18'])
-    assert meta['datasets'] == ['imagenet-1k']
+    assert 'model-index' not in _front_matter(out / 'README.md')
+    assert "its sha256 differs from the 1111" in (out / 'README.md').read_text()
+
+    # it records this file's: the conversion, and the publish of that folder, carry the released numbers
+    _record_sha(monkeypatch, file_sha256(str(src)))
+    main(['publish', str(converted), '--repo-id', 'me/eca_resnet18.official_in1k', '--dry-run', '--out', str(out),
+          '--force'])
+    main(['convert', str(src), '--model', 'eca_resnet18', '--out', str(converted), '--force'])
+    for folder in (converted, out):
+        meta = _front_matter(folder / 'README.md')
+        results = meta['model-index'][0]['results'][0]
+        assert [m['value'] for m in results['metrics']] == list(RELEASED_METRICS['eca_resnet18']), folder
+        assert results['dataset'] == {'name': 'imagenet-1k', 'type': 'imagenet-1k', 'split': 'validation'}
+        assert meta['datasets'] == ['imagenet-1k']
+        assert "release's numbers" not in (folder / 'README.md').read_text()
 
 
 def test_run_under_a_released_tag_keeps_its_own_metrics_and_dataset(tmp_path):
@@ -230,34 +265,10 @@ def test_publish_needs_out_for_dry_run_and_model_for_unknown_arch(tmp_path):
         main(['publish', str(tmp_path), '--repo-id', 'me/x', '--dry-run'])
     ckpt = tmp_path / 'official.pth.tar'
     torch.save({'arch': 'se_resnet50', 'state_dict': timm.create_model('eca_resnet18').state_dict()}, ckpt)
-    with pytest.raises(ValueError, match=r"arch='se_resnet50'.*pass --model"):
+    with pytest.raises(ValueError, match=r"cannot tell the model: the checkpoint's arch 'se_resnet50' is not a "
+                                         r"registered ECA model \(did you mean 'eca_resnet50'.*\); .*; pass --model"):
         main(['publish', str(ckpt), '--repo-id', 'me/x', '--dry-run', '--out', str(tmp_path / 'out')])
     assert not (tmp_path / 'out').exists()
-
-
-class _FakeApi:
-    """Records the HfApi calls publish makes; ``files`` is what the repo holds before."""
-    calls: list = []
-    files: list = []
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(('create_repo', repo_id, kwargs))
-        return SimpleNamespace(repo_id=repo_id)
-
-    def create_branch(self, repo_id, **kwargs):
-        self.calls.append(('create_branch', repo_id, kwargs))
-
-    def list_repo_files(self, repo_id, **kwargs):
-        self.calls.append(('list_repo_files', repo_id, kwargs))
-        return list(self.files)
-
-    def upload_folder(self, repo_id, folder_path, **kwargs):
-        files = sorted(p.name for p in Path(folder_path).iterdir())
-        self.calls.append(('upload_folder', repo_id, dict(kwargs, files=files)))
-        return 'https://huggingface.co/me/commit/1'
 
 
 @pytest.fixture
@@ -265,38 +276,41 @@ def checkout_hub(tmp_path, monkeypatch):
     """A copy of hub/ standing in for the source checkout's, so --record cannot touch the real manifest."""
     checkout = tmp_path / 'checkout-hub'
     shutil.copytree(ROOT / 'hub', checkout)
-    monkeypatch.setattr(hub_folder, '_checkout_hub', lambda: checkout)
+    monkeypatch.setattr(manifest_mod, '_checkout_hub', lambda: checkout)
     monkeypatch.setattr(_pretrained, 'hub_data', lambda: checkout)
     _pretrained.load_manifest.cache_clear()
     yield checkout
     _pretrained.load_manifest.cache_clear()
 
 
-def test_publish_uploads_through_hfapi(tmp_path, monkeypatch, checkout_hub):
-    import huggingface_hub
-    _train_folder(tmp_path / 'run')
-    monkeypatch.setattr(huggingface_hub, 'HfApi', _FakeApi)
-    monkeypatch.setattr(_FakeApi, 'calls', [])
-    monkeypatch.setattr(_FakeApi, 'files', ['.gitattributes'])
+def test_publish_uploads_through_huggingface_hub(tmp_path, fake_hub, checkout_hub):
+    """What reaches the Hub's HTTP API through huggingface_hub's own HfApi: the private repo, the branch, one
+    commit with the card, config, weights and args; a repo that has a card and weights is left alone unless
+    --force."""
+    from safetensors.torch import load as load_bytes
+    run = _train_folder(tmp_path / 'run')
     argv = ['publish', str(tmp_path / 'run'), '--repo-id', 'me/eca_resnet18.c10', '--private', '--revision', 'v1',
             '--commit-message', 'first weights']
     assert main(argv) == 0
-    assert [c[0] for c in _FakeApi.calls] == ['create_repo', 'create_branch', 'list_repo_files', 'upload_folder']
-    assert _FakeApi.calls[0][2]['private'] is True and _FakeApi.calls[1][2]['branch'] == 'v1'
-    assert _FakeApi.calls[3][2] == {'revision': 'v1', 'commit_message': 'first weights',
-                                    'files': ['README.md', 'config.json', 'model.safetensors', 'train_hparams.yaml']}
+    repo = fake_hub.repos['me/eca_resnet18.c10']
+    assert repo['private'] is True and set(repo['branches']) == {'main', 'v1'}
+    assert [c[:3] for c in fake_hub.commits] == [('me/eca_resnet18.c10', 'v1', 'first weights')]
+    files = committed(fake_hub, 'me/eca_resnet18.c10')
+    assert sorted(files) == ['README.md', 'config.json', 'model.safetensors', 'train_hparams.yaml']
+    weights, ema = load_bytes(files['model.safetensors']), run['ema'].state_dict()
+    assert weights.keys() == ema.keys() and all(torch.equal(weights[k], ema[k]) for k in ema)
+    card = files['README.md'].decode()
+    assert "timm.create_model('hf-hub:me/eca_resnet18.c10'" in card and 'local-dir:' not in card
+    assert set(fake_hub.authorizations) - {None} == {f'Bearer {TOKEN}'}  # the token reached the API, nothing else
 
     # the repo now has a card and weights: refused without --force, nothing uploaded
-    monkeypatch.setattr(_FakeApi, 'calls', [])
-    monkeypatch.setattr(_FakeApi, 'files', ['.gitattributes', 'README.md', 'model.safetensors'])
-    with pytest.raises(FileExistsError, match=r'me/eca_resnet18\.c10@v1 already has README\.md, model\.safetensors; '
-                                              r'pass --force'):
+    with pytest.raises(FileExistsError, match=r'me/eca_resnet18\.c10@v1 already has README\.md, config\.json, '
+                                              r'model\.safetensors; pass --force'):
         main(argv)
-    assert 'upload_folder' not in [c[0] for c in _FakeApi.calls]
-    monkeypatch.setattr(_FakeApi, 'calls', [])
+    assert len(fake_hub.commits) == 1
     # --force uploads; --record lists the weights as a pretrained tag in (a copy of) the checkout's manifest
     assert main(argv + ['--force', '--record']) == 0
-    assert _FakeApi.calls[-1][0] == 'upload_folder'
+    assert len(fake_hub.commits) == 2
     entry = json.loads((checkout_hub / 'manifest.json').read_text())['weights']['eca_resnet18.c10']
     assert entry['repo'] == 'me/eca_resnet18.c10' and entry['dataset'] == 'cifar10'
     assert (entry['metrics']['top1'], entry['metrics']['top5']) == (61.5, 95.75)
@@ -304,6 +318,10 @@ def test_publish_uploads_through_hfapi(tmp_path, monkeypatch, checkout_hub):
     assert cfg['hf_hub_id'] == 'me/eca_resnet18.c10' and 'top-1 61.50, top-5 95.75' in cfg['description']
     _pretrained.load_manifest.cache_clear()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['checkout-hub', 'run']
+
+    # a published folder (--out) is the very folder that was uploaded
+    main(['publish', str(tmp_path / 'run'), '--repo-id', 'me/other', '--out', str(tmp_path / 'kept')])
+    assert same_files(tmp_path / 'kept', committed(fake_hub, 'me/other'))
 
 
 def _lay_into_hf_cache(folder: Path, cache: Path, repo_id: str) -> None:
@@ -381,14 +399,8 @@ def test_corrupt_file_error_names_it(tmp_path):
         timm.create_model('eca_resnet18', pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
 
 
-def test_unpublished_repo_error_says_so(monkeypatch):
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    def not_found(*args, **kwargs):
-        raise RepositoryNotFoundError('404 Client Error: Repository Not Found',
-                                      response=SimpleNamespace(headers={}, request=None))
-    monkeypatch.setattr(timm.models._builder, 'load_state_dict_from_hf', not_found)
-    monkeypatch.setattr(socket, 'create_connection', lambda *a, **k: SimpleNamespace(close=lambda: None))  # online
+def test_unpublished_repo_error_says_so(fake_hub):
+    """The Hub answers (through huggingface_hub) that the repo does not exist: the error says it is not published."""
     with pytest.raises(RuntimeError, match=r"eca_mobilenetv2\.official_in1k: no usable pretrained weights from Hugging "
                                            r"Face Hub repo 'some-org/eca_mobilenetv2\.official_in1k': the repo or its "
                                            r"weights are not on the Hub \(not published yet.*eca-timm convert "
@@ -398,25 +410,51 @@ def test_unpublished_repo_error_says_so(monkeypatch):
                           pretrained_cfg_overlay=dict(hf_hub_id='some-org/eca_mobilenetv2.official_in1k'))
 
 
-def test_offline_pretrained_fails_fast_without_huggingface_hubs_retries(monkeypatch):
-    """Hub weights not in the local cache and the Hub unreachable: the error at once, naming HF_HUB_OFFLINE=1."""
-    import time
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
-
-    def unreachable(*args, **kwargs):
-        raise OSError(-3, 'Temporary failure in name resolution')
-
-    def download(*args, **kwargs):
-        raise AssertionError('no download should be tried')
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
-    monkeypatch.setattr(socket, 'create_connection', unreachable)
-    monkeypatch.setattr(timm.models._builder, 'load_state_dict_from_hf', download)
-    start = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"the Hugging Face Hub \(huggingface\.co\) cannot be reached \(offline\?\) and "
-                                           r"repo 'some-org/eca_resnet18\.x' is not in the local Hub cache .*"
-                                           r"Set HF_HUB_OFFLINE=1"):
-        timm.create_model('eca_resnet18', pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='some-org/eca_resnet18.x'))
-    assert time.monotonic() - start < 5
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf-cache'))
+
+
+def test_pretrained_downloads_wherever_huggingface_hub_reaches_the_hub(tmp_path, fake_hub, empty_hub_cache):
+    """Issue 20.34: the reachability check asks through huggingface_hub's own HTTP client (a proxy or custom client
+    it is configured with): weights it can download are downloaded, not refused by a raw TCP probe."""
+    from safetensors.torch import save
+    source = _randomized('eca_resnet18', 3)
+    fake_hub.add_repo('some-org/eca_resnet18.x', {'model.safetensors': save(source.state_dict())})
+    model = timm.create_model('eca_resnet18', pretrained=True,
+                              pretrained_cfg_overlay=dict(hf_hub_id='some-org/eca_resnet18.x')).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))
+    assert ('HEAD', '/some-org/eca_resnet18.x/resolve/main/model.safetensors') in fake_hub.requests
+
+
+def test_offline_pretrained_fails_fast_without_huggingface_hubs_retries(empty_hub_cache):
+    """Hub weights not in the local cache and huggingface_hub cannot reach the Hub: the error at once (one request,
+    no retries), naming HF_HUB_OFFLINE=1."""
+    import time
+    import httpx2
+    from fake_hub import serve
+    from huggingface_hub.utils import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+    asked = []
+
+    def unreachable(request):
+        asked.append(request.url.path)
+        raise httpx2.ConnectError('[Errno -3] Temporary failure in name resolution', request=request)
+    serve(unreachable)
+    try:
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"the Hugging Face Hub \(https://huggingface\.co\) cannot be reached "
+                                               r"\(offline\?\) and repo 'some-org/eca_resnet18\.x' is not in the local "
+                                               r"Hub cache \(ConnectError: .*Set HF_HUB_OFFLINE=1"):
+            timm.create_model('eca_resnet18', pretrained=True,
+                              pretrained_cfg_overlay=dict(hf_hub_id='some-org/eca_resnet18.x'))
+        assert time.monotonic() - start < 5 and asked == ['/some-org/eca_resnet18.x/resolve/main/model.safetensors']
+    finally:
+        set_client_factory(default_client_factory)
 
 
 def test_card_front_matter_recipe_and_tags_follow_the_run(tmp_path):
@@ -441,6 +479,57 @@ def test_card_front_matter_recipe_and_tags_follow_the_run(tmp_path):
         assert gone not in recipe, gone
     assert 'a baseline of the eca-timm attention study (no ECA)' in card
 
-    from eca_timm.weights.publish import _base_model
-    assert _base_model('eca_resnet50', {'pretrained': True}) == timm.models.get_pretrained_cfg('eca_resnet50').hf_hub_id
-    assert _base_model('eca_resnet50', {'pretrained': False}) is None
+
+
+def test_card_names_the_base_model_a_run_started_from(tmp_path, monkeypatch):
+    """train.py --pretrained starts from the model's default pretrained tag: the card's base_model is its repo, once
+    published (every official tag is unpublished today, so none is named)."""
+    import dataclasses
+    run = tmp_path / 'run'
+    _train_folder(run)
+    args = yaml.safe_load((run / 'args.yaml').read_text())
+    (run / 'args.yaml').write_text(yaml.safe_dump(dict(args, pretrained=True)))
+    out = tmp_path / 'repo'
+    main(['publish', str(run), '--repo-id', 'me/eca_resnet18.c10', '--dry-run', '--out', str(out)])
+    assert timm.models.get_pretrained_cfg('eca_resnet18').hf_hub_id is None and \
+        'base_model' not in _front_matter(out / 'README.md')
+    real = timm.models.get_pretrained_cfg
+    published = lambda name: dataclasses.replace(real(name), hf_hub_id=f'my-org/{name}.official_in1k')  # noqa: E731
+    monkeypatch.setattr(timm.models, 'get_pretrained_cfg', published)
+    main(['publish', str(run), '--repo-id', 'me/eca_resnet18.c10', '--dry-run', '--out', str(out), '--force'])
+    assert _front_matter(out / 'README.md')['base_model'] == 'my-org/eca_resnet18.official_in1k'
+    (run / 'args.yaml').write_text(yaml.safe_dump(dict(args, pretrained=False)))  # trained from scratch
+    main(['publish', str(run), '--repo-id', 'me/eca_resnet18.c10', '--dry-run', '--out', str(out), '--force'])
+    assert 'base_model' not in _front_matter(out / 'README.md')
+
+
+def test_quickstart_card_says_what_the_data_and_the_weights_are(tmp_path):
+    """Issue 21.2: the quickstart's card (its publish arguments, a folder dataset on disk): dataset, split (the
+    test file: Fashion-MNIST has no validation split), subset and counts, a demo, usage that loads the folder,
+    epochs as the recipe counts them."""
+    from eca_timm.train.datasets import write_image_folder
+    from eca_timm.train.quickstart import FASHION_MNIST_HUB_ID, card_args
+    data, counts = write_image_folder(tmp_path / 'data', train_per_class=2, val_per_class=1)
+    run = tmp_path / 'train'
+    _train_folder(run, name='eca_resnet18_cifar', in_chans=1)
+    args = yaml.safe_load((run / 'args.yaml').read_text())
+    args.update(dataset='', data_dir=str(data), epochs=3)
+    (run / 'args.yaml').write_text(yaml.safe_dump(args))
+    hub = tmp_path / 'hub'
+    assert main(['publish', str(run), '--repo-id', 'local/eca_resnet18_cifar.fashion_mnist_quickstart',
+                 *card_args(3, counts), '--dry-run', '--out', str(hub)]) == 0
+    meta, card = _front_matter(hub / 'README.md'), (hub / 'README.md').read_text()
+    assert meta['datasets'] == [FASHION_MNIST_HUB_ID]
+    assert meta['model-index'][0]['results'][0]['dataset'] == {
+        'name': FASHION_MNIST_HUB_ID, 'type': FASHION_MNIST_HUB_ID, 'split': 'test'}
+    assert f'- **Data:** {FASHION_MNIST_HUB_ID} (a folder dataset: 20 training images (train/), 10 evaluation ' \
+           f'images (validation/))' in card
+    use = card.split('## Intended use and limitations\n')[1].split('\n')[0]
+    assert use.startswith("A demo of eca-timm's workflow (`eca-timm quickstart`), not a Fashion-MNIST model to use: "
+                          "3 epochs on a subset of Fashion-MNIST shipped with eca-timm, 20 training images")
+    assert '10 evaluation images (from its test file; Fashion-MNIST has no validation split)' in use
+    assert f"timm.create_model('local-dir:{hub}', pretrained=True)" in card and 'hf-hub:local/' not in card
+    assert "after epoch 2 of 3 (summary.csv's epoch 1, counted from 0" in card
+    assert f'| {FASHION_MNIST_HUB_ID} (test) | 61.50 | 95.75 |' in card
+    assert json.loads((hub / 'config.json').read_text())['label_names'] == sorted(
+        p.name for p in (data / 'train').iterdir())

@@ -10,6 +10,7 @@ from timm.models._features_fx import create_feature_extractor, get_graph_node_na
 
 import eca_timm
 from eca_timm import RELEASED_KERNEL_SIZES
+from eca_timm.models import did_you_mean
 
 MODELS = timm.list_models(module=list(eca_timm.MODEL_MODULES))
 PAPER_MODELS = {
@@ -236,6 +237,50 @@ def _eca_out_channels(model):
     return chs
 
 
+def test_blocks_build_their_stage_eca():
+    """timm's create_attn builds each block's ECA (block_args attn_layer): each stage its own size, also for other
+    stage widths."""
+    model = timm.create_model('eca_resnet18', channels=(32, 48, 96, 160), eca_kernel_sizes=(3, 5, 7, 9), device='meta')
+    for stage, (chs, k) in enumerate(zip((32, 48, 96, 160), (3, 5, 7, 9)), start=1):
+        for blk in getattr(model, f'layer{stage}'):
+            assert isinstance(blk.se, eca_timm.EcaLayer) and blk.se.kernel_size == k and blk.bn2.num_features == chs
+    assert model.eca_kernel_sizes == (3, 5, 7, 9)
+    with pytest.raises(ValueError, match=r'stages of the same width \(64 channels\) need the same ECA kernel size'):
+        timm.create_model('eca_resnet18', channels=(64, 64, 128, 256), eca_kernel_sizes=(3, 5, 7, 7), device='meta')
+    with pytest.raises(ValueError, match=r"block_args attn_layer='se': an ECA-ResNet's block attention is ECA"):
+        timm.create_model('eca_resnet18', block_args=dict(attn_layer='se'), device='meta')
+
+
+@pytest.mark.parametrize('name', ['eca_resnet50', 'eca_mobilenetv2'])
+def test_eca_keeps_torchs_conv1d_init(name):
+    """ECA convs keep PyTorch's Conv1d init, U(-1/sqrt(k), 1/sqrt(k)) as in the official code: timm's model init
+    (kaiming normal / efficientnet_init_weights) only touches 2-d convs, norms and linear layers."""
+    torch.manual_seed(0)
+    model = timm.create_model(name)
+    scaled = torch.cat([m.conv.weight.flatten() * math.sqrt(m.kernel_size) for m in _eca_layers(model)])
+    assert scaled.abs().max() <= 1
+    assert 0.45 < scaled.std().item() < 0.70  # uniform on [-1, 1]: 0.577; kaiming normal fan_out would be >= 1.4
+    if name != 'eca_mobilenetv2':
+        assert all(blk.bn3.weight.abs().sum() == 0 for blk in model.layer1)  # timm's zero_init_last
+
+
+def test_mobilenetv2_is_a_whole_efficientnet():
+    """EfficientNet.__init__ ran: every attribute timm's own MobileNetV2 has, and timm's methods that read the
+    blocks work (prune_intermediate_layers(extra_blocks=True) asks each block for its feature_info)."""
+    ours = timm.create_model('eca_mobilenetv2', device='meta')
+    theirs = timm.create_model('mobilenetv2_100', device='meta')
+    assert set(vars(theirs)) - set(vars(ours)) == set()
+    assert set(theirs._modules) == set(ours._modules)
+    assert ours.feature_info == [dict(f) for f in theirs.feature_info]
+    model = timm.create_model('eca_mobilenetv2').eval()
+    x = torch.randn(1, 3, SMALL, SMALL)
+    with torch.no_grad():
+        _, inter = model.forward_intermediates(x, extra_blocks=True)
+        assert [o.shape[1] for o in inter] == [32, 16, 24, 32, 64, 96, 160, 320]
+        assert model.prune_intermediate_layers(indices=3, extra_blocks=True) == [5, 6, 7]
+        assert model(x).shape == (1, 320, 2, 2)  # the head is pruned: unpooled features
+
+
 def test_adaptive_resnet50_sizes():
     # stage channels 256, 512, 1024, 2048 -> 5, 5, 5, 7
     assert timm.create_model('eca_resnet50', eca_kernel_sizes='adaptive', device='meta').eca_kernel_sizes == (5, 5, 5, 7)
@@ -262,8 +307,71 @@ def test_bad_mobilenet_kernel_sizes():
 
 @pytest.mark.parametrize('name', ['eca_resnet50', 'eca_mobilenetv2'])
 def test_unknown_kwarg(name):
-    with pytest.raises(TypeError, match=rf"{name}: unknown keyword argument 'eca_kernel'.*eca_kernel_sizes"):
-        timm.create_model(name, eca_kernel=3)
+    """Refused before any work (pretrained=True would look for weights first), naming the close accepted one."""
+    with pytest.raises(TypeError, match=rf"{name}: unknown keyword argument 'eca_kernel' \(did you mean "
+                                        rf"'eca_kernel_sizes'\?\)\. Model arguments it accepts: .*drop_path_rate"):
+        timm.create_model(name, pretrained=True, eca_kernel=3)
+
+
+def test_unknown_kwargs_list_only_what_the_model_takes():
+    with pytest.raises(TypeError, match=r"unknown keyword arguments 'se_layer' \(did you mean "
+                                          r"'act_layer'\?\), 'bogus'\. ") as e:
+        timm.create_model('eca_mobilenetv2', se_layer='se', bogus=1)
+    accepted = str(e.value).split('accepts: ')[1].split(', ')
+    assert 'stem_size' in accepted and 'bn_eps' in accepted and 'features_only' in accepted
+    assert 'se_layer' not in accepted and 'round_chs_fn' not in accepted  # EfficientNet's, not EcaMobileNetV2's
+
+
+def test_did_you_mean():
+    """The one close-matches hint (models, detectors, train.py recipes): closest first, else a prefix match."""
+    assert did_you_mean('eca_resnet19', timm.list_models(), n=3) == \
+        " (did you mean 'eca_resnet18', 'eca_resnet152' or 'eca_resnet101'?)"
+    assert did_you_mean('fpn', ['fpn_channels', 'num_classes']) == " (did you mean 'fpn_channels'?)"
+    assert did_you_mean('zzz', ['fpn_channels']) == ''
+
+
+def test_type_error_inside_the_model_is_not_blamed_on_create_model():
+    """A nested argument's TypeError is the block's own, not "eca_resnet18: unknown keyword argument"."""
+    with pytest.raises(TypeError, match=r"^BasicBlock\.__init__\(\) got an unexpected keyword argument 'bogus'"):
+        timm.create_model('eca_resnet18', block_args=dict(bogus=1), device='meta')
+
+
+ALL_MODELS = MODELS + timm.list_models(module=list(eca_timm.STUDY_MODULES))
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(num_classes=-1), r'num_classes must be an int >= 0, got -1; pass 0 for no classifier'),
+    (dict(num_classes=2.5), r'num_classes must be an int >= 0, got 2\.5'),
+    (dict(in_chans=0), r'in_chans must be an int >= 1, got 0; pass the number of input channels'),
+    (dict(in_chans=True), r'in_chans must be an int >= 1, got True'),
+    (dict(out_indices=(1, 2)), r'out_indices only work with features_only=True; pass features_only=True too'),
+    (dict(features_only=True, out_indices=(1, 1)), r'out_indices=\(1, 1\) repeats a level or is out of order'),
+    (dict(features_only=True, out_indices=(3, 1)), r'out_indices=\(3, 1\) repeats a level or is out of order'),
+    (dict(features_only=True, out_indices=(4, -1)), r'out_indices=\(4, -1\) repeats a level or is out of order '
+                                                    r'\(levels \[4, 4\]\)'),
+    (dict(features_only=True, out_indices=(7,)), r'out_indices=\(7,\) is out of range \(the model has 5 feature '
+                                                 r'levels\); pass feature levels 0 to 4 \(or -5 to -1\)'),
+    (dict(features_only=True, out_indices=6), r'out_indices=6 is out of range.*an int n from 1 to 5'),
+    (dict(features_only=True, out_indices='1'), r"out_indices must be an int or a tuple of ints, got '1'"),
+    (dict(features_only=True, out_indices=()), r'out_indices must be an int or a tuple of ints, got \(\)'),
+])
+def test_bad_model_args_refused_before_weights_load(name, kwargs, match, tmp_path):
+    """timm would take these silently (a deduplicated or reordered feature list, no classifier for -1) or fail
+    late (in_chans=0 at forward): refused with a ValueError before any weights are read (the file does not exist)."""
+    missing = dict(file=str(tmp_path / 'no-such-file.pth'))
+    with pytest.raises(ValueError, match=rf'^{name}: {match}'):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=missing, device='meta', **kwargs)
+
+
+@pytest.mark.parametrize('kwargs, expected', [
+    (dict(out_indices=(0, 4)), [64, 512]), (dict(out_indices=(-2, -1)), [256, 512]), (dict(out_indices=2), [256, 512]),
+    (dict(out_indices=[1, 3]), [64, 256]), (dict(num_classes=0), None), (dict(in_chans=1), None),
+])
+def test_good_model_args_still_build(kwargs, expected):
+    model = timm.create_model('eca_resnet18', features_only=expected is not None, device='meta', **kwargs)
+    if expected is not None:
+        assert model.feature_info.channels() == expected
 
 
 @pytest.mark.parametrize('arg, expected', [
@@ -291,7 +399,7 @@ def test_no_plugin_name_shadows_a_timm_model(tmp_path):
     proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = json.loads(proc.stdout.splitlines()[-1])
-    assert len(names['ours']) == 10
+    assert len(names['ours']) == 14
     assert set(names['ours']).isdisjoint(names['before'])
 
 
@@ -324,3 +432,17 @@ def test_study_models_keep_timms_model_contract(name):
         sum(f.square().mean() for f in o).backward()
     for a, b in zip(fx_feats.parameters(), hook_feats.parameters()):
         assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize('name,plain', [('eca_resnet18', 'resnet18'), ('eca_resnet50', 'resnet50')])
+def test_parameter_order_is_that_of_earlier_releases(name, plain):
+    """Optimizer states index parameters by position: each block's ECA conv comes last in the block, as in 0.1, so
+    train.py --resume of an earlier run still fits."""
+    expected, block = [], None
+    for key, _ in timm.create_model(plain).named_parameters():
+        here = '.'.join(key.split('.')[:2]) if key.startswith('layer') else None
+        if block is not None and here != block:
+            expected.append(f'{block}.se.conv.weight')
+        expected.append(key)
+        block = here
+    assert [k for k, _ in timm.create_model(name).named_parameters()] == expected

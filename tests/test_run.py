@@ -52,6 +52,15 @@ def _summary(path: Path) -> List[dict]:
     return [{k: float(v) for k, v in zip(header, r)} for r in rows[1:] if r != header]
 
 
+def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, timeout: float = 240) -> None:
+    """Wait until the training ``proc`` has written ``path``; fail if it ends first or takes too long."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f'train.py ended before its first checkpoint:\n{proc.stderr.read()[-3000:]}'
+        assert time.monotonic() < deadline, f'no checkpoint after {timeout} s'
+        time.sleep(0.1)
+
+
 def test_train_killed_and_resumed(timm_scripts, tiny_data, tmp_path):
     out = tmp_path / 'runs'
     args = TRAIN_ARGS + ['--data-dir', str(tiny_data), '--epochs', '3', '--output', str(out), '--experiment', 'r']
@@ -59,11 +68,7 @@ def test_train_killed_and_resumed(timm_scripts, tiny_data, tmp_path):
     proc = subprocess.Popen(_runner(timm_scripts, 'train.py', args), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 240
-        while not (run_dir / 'checkpoint-0.pth.tar').exists():
-            assert proc.poll() is None, f'train.py ended before its first checkpoint:\n{proc.stderr.read()[-3000:]}'
-            assert time.monotonic() < deadline, 'no checkpoint after 240 s'
-            time.sleep(0.1)
+        _wait_for_checkpoint(proc, run_dir / 'checkpoint-0.pth.tar')
         proc.send_signal(signal.SIGKILL)  # a crash after epoch 0's checkpoint, in epoch 1
     finally:
         proc.kill()
@@ -97,6 +102,25 @@ def test_train_killed_and_resumed(timm_scripts, tiny_data, tmp_path):
     assert val.returncode == 0, val.stderr[-3000:]
     top1 = json.loads(results.read_text())['top1']
     assert top1 == pytest.approx(best_row['eval_top1'], abs=1e-3)
+    assert (val.stdout + val.stderr).count(f'Model {MODEL} created') == 1  # each log line once
+
+
+def test_ctrl_c_ends_training_with_one_line(timm_scripts, tiny_data, tmp_path):
+    """train.py catches KeyboardInterrupt and returns as if done (exit 0); the runner ends it as interrupted."""
+    run_dir = tmp_path / 'runs' / 'r'
+    args = TRAIN_ARGS + ['--data-dir', str(tiny_data), '--epochs', '200', '--output', str(run_dir.parent),
+                         '--experiment', 'r']
+    proc = subprocess.Popen(_runner(timm_scripts, 'train.py', args), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_checkpoint(proc, run_dir / 'last.pth.tar')
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == 'eca-timm run: interrupted' and 'Traceback' not in err
+    assert torch.load(run_dir / 'last.pth.tar', map_location='cpu', weights_only=False)['epoch'] >= 0  # kept
 
 
 def test_torchrun_two_cpu_processes(timm_scripts, tiny_data, tmp_path):

@@ -1,6 +1,10 @@
 """eca-timm study / plot on tiny real data: 2 variants x 2 seeds through train.py, then curves and table."""
 import csv
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,8 +14,11 @@ import yaml
 from PIL import Image
 
 from eca_timm import cli
+from eca_timm._summary import read_summary
 from eca_timm.train.datasets import write_image_folder
-from eca_timm.train.study import aggregate, plot_curves, read_summary
+from eca_timm.train.plot import plot_curves
+from eca_timm.train.report import aggregate
+from eca_timm.train.run import LOCK_FILE
 
 VARIANTS = {'none': 'resnet18_cifar', 'eca': 'eca_resnet18_cifar'}
 EPOCHS = 2
@@ -98,25 +105,55 @@ def test_plot_curves_and_table_match_the_runs(study):
 
 
 def test_plot_of_an_empty_folder_fails(tmp_path, capsys):
-    assert cli.main(['plot', str(tmp_path)]) == 2
-    assert 'no runs in' in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match='no runs in'):  # the commands raise; cli.console prints one line
+        cli.main(['plot', str(tmp_path)])
+    assert cli.console(['plot', str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f'eca-timm plot: error: no runs in {tmp_path}')
 
 
 def test_study_with_bad_recipe_fails_before_training(tmp_path, timm_scripts, capsys):
     (tmp_path / 'a.yaml').write_text(yaml.safe_dump({'device_modules': ['eca_timm'], 'model': 'eca_resnet18',
                                                      'epoch': 3}))
-    rc = cli.main(['study', str(tmp_path), '--seeds', '1', '--out', str(tmp_path / 'runs'),
-                   '--scripts-dir', str(timm_scripts)])
-    assert rc == 2
-    assert "unknown train.py argument(s) 'epoch' (did you mean 'epochs'?)" in capsys.readouterr().err
+    argv = ['study', str(tmp_path), '--seeds', '1', '--out', str(tmp_path / 'runs'), '--scripts-dir',
+            str(timm_scripts)]
+    with pytest.raises(ValueError, match=r"unknown train.py argument\(s\) 'epoch' \(did you mean 'epochs'\?\)"):
+        cli.main(argv)
+    assert cli.console(argv) == 2
+    assert capsys.readouterr().err.count('error:') == 1
     assert not (tmp_path / 'runs').exists()
+
+
+def test_killed_study_takes_its_trainer_along(tmp_path, timm_scripts):
+    """SIGKILL of the study: its train.py child dies too (a rerun never finds two trainers on one run folder)."""
+    data, _ = write_image_folder(tmp_path / 'data', 1, 1)
+    configs = tmp_path / 'configs'
+    configs.mkdir()
+    (configs / 'eca.yaml').write_text(yaml.safe_dump(dict(_recipe('eca_resnet18_cifar', data), epochs=1000)))
+    out = tmp_path / 'runs'
+    study = subprocess.Popen([sys.executable, '-m', 'eca_timm.cli', 'study', str(configs), '--seeds', '1', '--out',
+                              str(out), '--scripts-dir', str(timm_scripts)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    lock = out / 'eca' / 'seed0' / LOCK_FILE
+    try:
+        deadline = time.monotonic() + 240
+        while not (lock.is_file() and lock.read_text().strip() not in ('', str(study.pid))):
+            assert study.poll() is None and time.monotonic() < deadline, 'the study started no trainer'
+            time.sleep(0.2)
+        trainer = int(lock.read_text())
+        os.kill(trainer, 0)  # running
+    finally:
+        study.send_signal(signal.SIGKILL)
+        study.wait()
+    deadline = time.monotonic() + 30
+    while Path(f'/proc/{trainer}').exists() and Path(f'/proc/{trainer}/stat').read_text().split()[2] != 'Z':
+        assert time.monotonic() < deadline, f'trainer {trainer} outlived the killed study'
+        time.sleep(0.1)
 
 
 def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     from eca_timm.train import study as study_mod
     calls = []
-    monkeypatch.setattr(study_mod.subprocess, 'run',
-                        lambda cmd, **kw: calls.append(cmd) or study_mod.subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
     with_ckpt = study_mod.StudyRun('eca', 0, tmp_path / 'r.yaml', tmp_path / 'eca' / 'seed0', ['--seed', '0'], 3)
     with_ckpt.run_dir.mkdir(parents=True)
     (with_ckpt.run_dir / 'last.pth.tar').write_bytes(b'')
@@ -124,9 +161,13 @@ def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     no_ckpt = study_mod.StudyRun('eca', 1, tmp_path / 'r.yaml', tmp_path / 'eca' / 'seed1', ['--seed', '1'], 3)
     no_ckpt.run_dir.mkdir(parents=True)
     (no_ckpt.run_dir / 'summary.csv').write_text('epoch,eval_top1\n0,10.0\n')
+    (no_ckpt.run_dir / 'args.yaml').write_text('seed: 1\n')
+    (no_ckpt.run_dir / 'train.log').write_text('the earlier attempt\n')
     study_mod.run_study([with_ckpt, no_ckpt], parallel=1)
     assert calls[0][-2:] == ['--resume', str(with_ckpt.run_dir / 'last.pth.tar')]
     assert (with_ckpt.run_dir / 'summary.csv').exists()  # its rows continue after the resume
+    assert not (no_ckpt.run_dir / 'args.yaml').exists()  # the runner would refuse a folder holding a run
+    assert (no_ckpt.run_dir / 'train.log').read_text().startswith('the earlier attempt')  # the log goes on
     assert '--resume' not in calls[1] and not (no_ckpt.run_dir / 'summary.csv').exists()  # starts afresh
 
 
@@ -148,7 +189,7 @@ def _fake_training(study_mod, monkeypatch, tops):
     def fake_run(cmd, **kw):
         run_dir = Path(cmd[cmd.index('--output') + 1]) / cmd[cmd.index('--experiment') + 1]
         summary = run_dir / 'summary.csv'
-        start = len(study_mod.read_summary(summary)) if summary.exists() else 0
+        start = len(read_summary(summary)) if summary.exists() else 0
         for epoch, top1 in enumerate(tops[run_dir.name][start:], start):
             with open(summary, 'a') as f:
                 if epoch == start:
@@ -161,9 +202,9 @@ def _fake_training(study_mod, monkeypatch, tops):
             while not any(f'{run_dir.name}: epoch {epoch + 1}/' in s for s in said):
                 assert time.monotonic() < deadline, f'no progress line for epoch {epoch + 1} while running: {said}'
                 time.sleep(0.01)
-        return study_mod.subprocess.CompletedProcess(cmd, 0)
+        return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(study_mod.subprocess, 'run', fake_run)
+    monkeypatch.setattr(subprocess, 'run', fake_run)
     return said
 
 

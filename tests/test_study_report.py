@@ -7,6 +7,9 @@ import itertools
 import json
 import math
 import re
+import sys
+import warnings
+from fractions import Fraction
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -21,7 +24,7 @@ from eca_timm import cli
 from eca_timm.train.cost import count_cost, measure_throughput, read_throughput, spec_from_args
 from eca_timm.train.plot import plot_cost, plot_per_seed
 from eca_timm.train.report import aggregate, build_report
-from eca_timm.train.stats import compare, min_p_value, permutation_test, t_cdf, t_ppf, welch_ci
+from eca_timm.train.stats import compare, mean_ci, min_p_value, permutation_test, welch_ci
 
 MODELS = {'none': 'resnet18_cifar', 'eca': 'eca_resnet18_cifar', 'se': 'se_resnet18_cifar'}
 NONE = [60.0, 61.0, 62.0, 61.5, 60.5]  # mean 61, sample var 0.625
@@ -155,7 +158,7 @@ def test_baseline_flag_and_missing_baseline(tmp_path, capsys):
     assert cli.main(['plot', str(study), '--baseline', 'se']) == 0
     assert _row((study / 'results.md').read_text(), 'eca')[4] == '+4.00'
     capsys.readouterr()
-    assert cli.main(['plot', str(study), '--baseline', 'cbam']) == 2
+    assert cli.console(['plot', str(study), '--baseline', 'cbam']) == 2
     assert "--baseline 'cbam' is not a variant of this study" in capsys.readouterr().err
 
 
@@ -218,31 +221,62 @@ def test_measured_throughput_layout():
                                      r['times_s'])]))))
 
 
-def test_t_distribution_matches_closed_forms():
-    for t in (-3.0, -0.4, 0.0, 0.7, 2.5, 10.0):
-        assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)  # Cauchy
-        assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
-    assert t_ppf(0.975, 8) == pytest.approx(T_975_DF8, abs=1e-8)
-    assert t_ppf(0.975, 4) == pytest.approx(2.776445105, abs=1e-8)
-    assert t_ppf(0.975, 1e7) == pytest.approx(1.959963985, abs=1e-6)
-    assert t_ppf(0.025, 4) == pytest.approx(-2.776445105, abs=1e-8)
+def test_ties_count_as_extreme_like_exact_arithmetic():
+    """CIFAR-10 top-1 values (multiples of 0.01 near 95): ties between splits are exact in rational arithmetic but
+    not in floats; scipy's own p (tolerance 100 eps of the difference) misses them, the study's p does not."""
+    from scipy import stats
+
+    def rational_p(a, b):
+        pooled, k = [Fraction(str(v)) for v in a + b], len(a)
+        diff = [abs(sum(g) / k - (sum(pooled) - sum(g)) / (len(pooled) - k))
+                for g in itertools.combinations(pooled, k)]
+        return sum(d >= diff[0] for d in diff) / len(diff)  # combinations() yields the observed split first
+
+    a, b = [95.08, 95.17, 95.04, 95.15], [95.04, 95.11, 95.08, 95.08]
+    assert rational_p(a, b) == pytest.approx(34 / 70)
+    assert permutation_test(a, b)[0] == pytest.approx(34 / 70, abs=1e-12)
+    scipy_p = stats.permutation_test((a, b), lambda x, y, axis: np.abs(x.mean(axis) - y.mean(axis)),
+                                     vectorized=True, n_resamples=np.inf, alternative='greater').pvalue
+    assert scipy_p < 0.3  # why the study counts ties itself
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = (list(np.round(rng.normal(95.1, 0.08, n), 2)) for n in rng.integers(2, 6, size=2))
+        assert permutation_test(a, b)[0] == pytest.approx(rational_p(a, b), abs=1e-12), (a, b)
 
 
 def test_permutation_test_unequal_groups_and_sampling():
+    from scipy import stats
     a, b = [3.0, 4.0, 5.0], [0.0, 1.0, 0.5, 1.5, 2.0]
     p, n, exact = permutation_test(a, b)
     assert (n, exact) == (56, True) and p == pytest.approx(_exact_p(a, b)) == pytest.approx(1 / 56)
     assert min_p_value(3, 5) == pytest.approx(1 / 56) and min_p_value(5, 5) == pytest.approx(2 / 252)
-    x = [0.3, 1.2, 0.8, 1.9, 0.1, 1.1]
-    y = [1.0, 2.2, 1.7, 2.5, 0.9, 1.8]
+    x = [0.3, 1.2, 0.8, 1.9, 0.1, 1.1, 1.4]
+    y = [1.0, 2.2, 1.7, 2.5, 0.9, 1.8, 1.2]
     exact_p = _exact_p(x, y)
-    p, n, exact = permutation_test(x, y, max_splits=100)  # 924 splits: sampled instead
-    assert not exact and n == 100_000 and p == pytest.approx(exact_p, abs=0.01)
-    assert welch_ci([1.0, 1.0], [1.0, 1.0]) == (0.0, 0.0)
+    p, n, exact = permutation_test(x, y, max_splits=100, n_resamples=2000)  # 3,432 splits: sampled instead
+    assert not exact and n == 2000 and p == pytest.approx(exact_p, abs=0.02)  # binomial sd: 0.006
+    assert permutation_test(x, y, max_splits=100, n_resamples=2000) == (p, n, exact)  # seeded: reproducible
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # every run alike: no spread, and no precision-loss warning from scipy
+        assert welch_ci([1.0, 1.0], [1.0, 1.0]) == (0.0, 0.0) and mean_ci([61.0, 61.0]) == (61.0, 61.0)
     a, b = [1.0, 2.0, 4.0, 7.0], [0.0, 0.1, 0.3]  # unequal variances: Welch-Satterthwaite df, not n + m - 2
     va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
     df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
-    half = t_ppf(0.975, df) * math.sqrt(va + vb)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
     diff = np.mean(a) - np.mean(b)
     assert 3 < df < 4 and welch_ci(a, b) == pytest.approx((diff - half, diff + half))
+    x = [60.0, 61.0, 62.0, 61.5, 60.5, 61.0, 60.0, 62.0, 61.0]  # 9 runs: 8 degrees of freedom
+    half = T_975_DF8 * np.std(x, ddof=1) / 3
+    assert mean_ci(x) == pytest.approx((np.mean(x) - half, np.mean(x) + half), abs=1e-9)
+    assert mean_ci([61.0]) is None
     assert compare('a', [1.0, 2.0], 'b', [3.0]).no_test.startswith('no test possible: b has 1 run')
+
+
+def test_report_without_scipy_names_the_extra(tmp_path, monkeypatch, capsys):
+    study = _write_study(tmp_path / 'noscipy', {'none': NONE, 'eca': GAIN})
+    monkeypatch.setitem(sys.modules, 'scipy', None)  # `import scipy` raises ImportError, as without the package
+    monkeypatch.setitem(sys.modules, 'scipy.stats', None)
+    assert cli.console(['plot', str(study), '--measure-cost', '--cost-rounds', '1']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "scipy: pip install 'eca-timm[plot]'" in err, err
+    assert not [p.name for p in study.iterdir() if p.is_file()]  # failed before timing: no cost.json, no report

@@ -15,18 +15,19 @@ from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
-from timm.utils import ParseKwargs, random_seed, update_summary
+from timm.utils import random_seed, update_summary
 from timm.utils.distributed import init_distributed_device_so
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from .._io import atomic_write
+from .._io import atomic_write, check_writable, read_yaml_mapping
 from .data import check_num_classes, collate_detection, load_coco_detection
 from .engine import (
     coco_evaluate, gather_results, load_checkpoint, load_detector, predict_coco_results, save_checkpoint,
     train_one_epoch)
-from .models import DETECTION_MODELS, check_detector_kwargs, create_detection_model
+from .models import DETECTION_MODELS, check_detector_kwargs, check_weights_backbone, create_detection_model
+from .options import ModelKwargs, check_options
 from .predict import predict
 from .run_folder import check_resumed_summary, make_run_folder, plan_run_folder
 
@@ -52,8 +53,7 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
     """DEFAULTS < recipe file < options given on the command line (parsers default to None)."""
     config: Dict[str, Any] = {}
     if args.config:
-        with open(args.config) as f:
-            config = yaml.safe_load(f) or {}
+        config = read_yaml_mapping(args.config, 'a detect train recipe (a YAML mapping of option names to values)')
         unknown = sorted(set(config) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"Unknown keys in {args.config!r}: {', '.join(unknown)}. "
@@ -144,15 +144,21 @@ def _iou_types(model_name: str) -> List[str]:
 def train(args: argparse.Namespace) -> Dict[str, float]:
     """Train (and evaluate each ``eval_interval`` epochs); returns the last evaluation's metrics."""
     args = _resolve(args)
+    check_options(args)
     run = plan_run_folder(args.output, args.experiment, args.model, args.min_size, args.resume)
     try:
         check_detector_kwargs(args.model, args.model_kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f'--model-kwargs: {e}') from e
     own = sorted({'min_size', 'max_size', 'num_classes', 'weights_backbone', 'trainable_backbone_layers'} & set(
         args.model_kwargs))
     if own:  # dict(min_size=..., **model_kwargs) would fail on the duplicate
         raise ValueError(f"--model-kwargs: give {own[0]} as --{own[0].replace('_', '-')} (its own option)")
+    check_weights_backbone(args.model, _weights_backbone(args.weights_backbone))
+    ckpt = load_checkpoint(args.resume, resume=True) if args.resume else None  # before the data is read
+    if ckpt is not None and ckpt['epoch'] >= args.epochs:
+        raise ValueError(f"{args.resume!r} has trained {ckpt['epoch']} epochs already: pass --epochs above "
+                         f"{ckpt['epoch']} to continue it")
     dist_info = _init_device(args)
     distributed, is_main = dist_info['distributed'], dist_info['global_rank'] == 0
     device = torch.device(args.device)
@@ -167,7 +173,7 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
     val_set = load_coco_detection(*val_paths, train=False, masks=masks) if val_paths else None
     check_resumed_summary(run, evaluates=val_set is not None)
     categories = train_set.coco.dataset['categories']
-    num_classes = args.num_classes or max(c['id'] for c in categories) + 1
+    num_classes = max(c['id'] for c in categories) + 1 if args.num_classes is None else args.num_classes
     check_num_classes(categories, num_classes, train_paths[1])
     if val_set is not None:
         check_num_classes(val_set.coco.dataset['categories'], num_classes, val_paths[1])
@@ -184,8 +190,7 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
 
     start_epoch = 0
-    if args.resume:
-        ckpt = load_checkpoint(args.resume)
+    if ckpt is not None:
         if ckpt['model_config'] != model_config:
             raise ValueError(f"Cannot resume from {args.resume!r}: it holds {ckpt.get('model_config')}, "
                              f'these options build {model_config}')
@@ -235,6 +240,8 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
 
 def evaluate(args: argparse.Namespace) -> Dict[str, float]:
     """COCO box (and mask) AP of a checkpoint on a COCO-format dataset."""
+    if args.metrics_file:
+        check_writable(args.metrics_file, '--metrics-file')  # before any work
     dist_info = _init_device(args)
     distributed, is_main = dist_info['distributed'], dist_info['global_rank'] == 0
     device = torch.device(args.device)
@@ -293,13 +300,15 @@ def register(subparsers: Any) -> None:
                                     'train_configs/coco/maskrcnn_eca_resnet50_fpn_1x.yaml')
     t.add_argument('--model', choices=list(DETECTION_MODELS), help=f"default {DEFAULTS['model']}")
     t.add_argument('--num-classes', type=int, help='classes incl. background (default: highest category id + 1)')
-    t.add_argument('--weights-backbone', help="as the builders' weights_backbone: 'true' (True: the backbone's "
-                                              "registered ImageNet weights; 'pretrained' also works), a checkpoint "
-                                              "file of the backbone, or 'none' (None; the default: random init)")
+    t.add_argument('--weights-backbone', help="as the builders' weights_backbone: a checkpoint file of the backbone "
+                                              "(e.g. the release file eca_resnet50_k3557.pth.tar), a folder written "
+                                              "by `eca-timm convert`, 'true' (True: timm's ImageNet weights, once "
+                                              "published on the Hub; 'pretrained' also works), or 'none' (None; the "
+                                              "default: random init)")
     t.add_argument('--trainable-backbone-layers', type=int, help='0-5 (default 3 with ImageNet weights, else 5)')
     t.add_argument('--min-size', type=int, help=f"shorter image side (default {DEFAULTS['min_size']})")
     t.add_argument('--max-size', type=int, help=f"longest image side (default {DEFAULTS['max_size']})")
-    t.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
+    t.add_argument('--model-kwargs', nargs='*', action=ModelKwargs,
                    help='detector kwargs, e.g. fpn_channels=64 box_batch_size_per_image=128')
     _add_data_args(t, ['train', 'val'])
     for name, type_ in (('epochs', int), ('batch-size', int), ('lr', float), ('lr-base-batch', int),
@@ -329,10 +338,11 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=_run(evaluate))
 
     p = sub.add_parser('predict', help='draw detections (boxes, masks) on images, saved as PNG')
-    p.add_argument('images', nargs='+', help='image files')
+    p.add_argument('images', nargs='+', help='image files, or folders of them (.png/.jpg/.jpeg, subfolders too)')
     p.add_argument('--checkpoint', required=True, help='a `detect train` checkpoint (last.pth)')
     p.add_argument('--output-dir', required=True, help='where <image name>.png (in the images\' folders below '
-                                                       'their common one) and predictions.json go')
-    p.add_argument('--score-threshold', type=float, default=0.5, help='draw detections scoring at least this')
+                                                       'their common one) and predictions.json go; an input image or '
+                                                       'a file predict did not write there is never replaced')
+    p.add_argument('--score-threshold', type=float, default=0.5, help='draw detections scoring at least this (0-1)')
     p.add_argument('--device', default=DEFAULTS['device'], help="'cuda', 'cuda:N' or 'cpu'")
     p.set_defaults(func=_run_predict)

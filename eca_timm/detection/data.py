@@ -1,16 +1,21 @@
 """COCO-format detection data: torchvision's ``CocoDetection`` wrapped for transforms v2, checked up front."""
 import json
+import logging
 import math
 import os
 import reprlib
 from typing import Any, Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 from torchvision.transforms import v2
 
-__all__ = ['load_coco_detection', 'check_num_classes', 'collate_detection', 'require_pycocotools']
+__all__ = ['load_coco_detection', 'check_num_classes', 'collate_detection', 'require_pycocotools', 'read_rgb']
+
+_logger = logging.getLogger('eca_timm.detection')
 
 _REQUIRED_KEYS = ('images', 'annotations', 'categories')
 _ANNOTATION_KEYS = ('image_id', 'category_id', 'bbox')
@@ -19,6 +24,20 @@ _REPR = reprlib.Repr()  # values quoted in errors, shortened
 _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 8, 40, 40
 _POLYGONS_OR_RLE = ('it must be polygons (a list of [x1, y1, x2, y2, ...] lists) or RLE (a dict with counts and '
                     'size)')
+
+
+# PIL modes of 16-bit greyscale (PNG reads as I;16; older Pillow and TIFF as I): PIL's convert('RGB') clips them at
+# 255, which turns nearly every pixel white. 16-bit RGB PNGs are read as RGB already (their high byte).
+_SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+
+def read_rgb(path: str) -> Image.Image:
+    """An image file as 8-bit RGB; 16-bit greyscale is scaled to 8 bit (its high byte), as PIL reads 16-bit RGB."""
+    with Image.open(path) as img:
+        if img.mode in _SIXTEEN_BIT_MODES:
+            high_byte = (np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+            return Image.fromarray(high_byte).convert('RGB')
+        return img.convert('RGB')
 
 
 def require_pycocotools() -> None:
@@ -135,6 +154,36 @@ def _check_categories(categories: List[Any], annotations: str) -> set:
     return set(ids)
 
 
+def _warn_about_boxes(dataset: Dict[str, Any], images: Dict[Any, Dict[str, Any]], annotations: str,
+                      evaluation: bool) -> None:
+    """One warning counting the boxes with no area inside their image (training leaves them out, COCO AP cannot
+    match them) and, for training, those reaching past its edge (clipped to it). Crowd regions are not counted."""
+    empty, clipped, first, total = 0, 0, None, len(dataset['annotations'])
+    for ann in dataset['annotations']:
+        if ann.get('iscrowd', 0):
+            continue
+        image = images[ann['image_id']]
+        width, height = (image.get(k) if _numbers([image.get(k)]) else math.inf for k in ('width', 'height'))
+        x, y, w, h = ann['bbox']
+        if min(x + w, width) - max(x, 0) < 1 or min(y + h, height) - max(y, 0) < 1:  # SanitizeBoundingBoxes' 1 px
+            empty += 1
+            first = ann.get('id', '?') if first is None else first
+        elif x < 0 or y < 0 or x + w > width or y + h > height:
+            clipped += 1
+    parts = []
+    if empty:
+        parts.append(f"{empty} of {total} boxes have no area inside their image (zero width or height, or outside "
+                     f"the image; the first is annotation {first}): " + (
+                         'COCO AP counts them as objects that no detection can match' if evaluation else
+                         'training leaves them out'))
+    if clipped and not evaluation:
+        one = clipped == 1
+        parts.append(f"{clipped} {'reaches' if one else 'reach'} past {'its' if one else 'their'} image's edge: "
+                     f"training clips {'it' if one else 'them'} to the image")
+    if parts:
+        _logger.warning(f"COCO annotation file {annotations!r}: {'; '.join(parts)}")
+
+
 def _load_coco_api(annotations: str, masks: bool, evaluation: bool) -> Any:
     """pycocotools' ``COCO`` index of an instances file, with errors naming the file and what is wrong."""
     require_pycocotools()
@@ -143,8 +192,11 @@ def _load_coco_api(annotations: str, masks: bool, evaluation: bool) -> Any:
     if not os.path.isfile(annotations):
         raise FileNotFoundError(f'COCO annotation file {annotations!r} not found')
     try:
-        with open(annotations) as f:
+        with open(annotations, encoding='utf-8-sig') as f:  # JSON is UTF-8; a byte order mark is skipped
             dataset = json.load(f)
+    except UnicodeDecodeError as e:
+        raise ValueError(f'COCO annotation file {annotations!r} is not UTF-8 text ({type(e).__name__}: {e}): save it '
+                         f'as UTF-8 JSON') from e
     except json.JSONDecodeError as e:
         raise ValueError(f'COCO annotation file {annotations!r} is not valid JSON: {e}') from e
     missing = [k for k in _REQUIRED_KEYS if not isinstance(dataset, dict) or not isinstance(dataset.get(k), list)]
@@ -168,6 +220,7 @@ def _load_coco_api(annotations: str, masks: bool, evaluation: bool) -> Any:
     if n_bad:
         more = f' ({n_bad} annotations have problems; this is the first)' if n_bad > 1 else ''
         raise ValueError(f'COCO annotation file {annotations!r}: {first}{more}')
+    _warn_about_boxes(dataset, images, annotations, evaluation)
     coco = COCO()  # index the checked dict without parsing the file a second time
     coco.dataset = dataset
     coco.createIndex()
@@ -203,10 +256,11 @@ def _drop_crowds_and_empty(dataset: CocoDetection) -> None:
 
 
 def detection_transforms(train: bool) -> v2.Compose:
-    """Tensor image in [0, 1]; training adds a horizontal flip and drops degenerate boxes."""
+    """Tensor image in [0, 1]; training clips boxes to the image (as torchvision's references), adds a horizontal
+    flip and leaves out the boxes with no area left (``_warn_about_boxes`` counts them when loading)."""
     if train:
         return v2.Compose([
-            v2.ToImage(), v2.RandomHorizontalFlip(0.5), v2.ToDtype(torch.float32, scale=True),
+            v2.ToImage(), v2.ClampBoundingBoxes(), v2.RandomHorizontalFlip(0.5), v2.ToDtype(torch.float32, scale=True),
             v2.SanitizeBoundingBoxes()])
     return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
@@ -218,6 +272,9 @@ class _QuietCocoDetection(CocoDetection):
         super(CocoDetection, self).__init__(root, transforms=transforms)
         self.coco = coco
         self.ids = sorted(coco.imgs.keys())
+
+    def _load_image(self, image_id: int) -> Image.Image:  # 16-bit images scaled, not saturated
+        return read_rgb(os.path.join(self.root, self.coco.loadImgs(image_id)[0]['file_name']))
 
 
 def load_coco_detection(images: str, annotations: str, train: bool, masks: bool) -> Dataset:

@@ -1,13 +1,17 @@
-"""Detections drawn on images (torchvision's drawing utilities) and written as PNG."""
+"""Detections drawn on images (torchvision's drawing utilities) and written as PNG, marked as drawn here."""
 from typing import Dict, Mapping, Tuple
 
 import torch
+from PIL import Image, PngImagePlugin
 from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from .._io import atomic_write
 
-__all__ = ['PALETTE', 'label_color', 'draw_detections', 'write_png']
+__all__ = ['DRAWN_BY', 'PALETTE', 'label_color', 'draw_detections', 'write_png', 'is_drawing']
+
+# The PNG 'Software' text field of every drawing: how a later `detect predict` knows which files it may replace.
+DRAWN_BY = 'eca-timm detect predict'
 
 # matplotlib's tab10 colours, one per label (modulo): the colour of a label's boxes, masks and text.
 PALETTE: Tuple[Tuple[int, int, int], ...] = (
@@ -43,6 +47,17 @@ def draw_detections(
 
 
 def write_png(image: torch.Tensor, path: str) -> None:
-    """Encode a uint8 CxHxW image as PNG and write it atomically."""
+    """Encode a uint8 CxHxW image as PNG (Software: ``DRAWN_BY``) and write it atomically."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text('Software', DRAWN_BY)
     with atomic_write(path) as f:
-        to_pil_image(image.cpu()).save(f, format='PNG')
+        to_pil_image(image.cpu()).save(f, format='PNG', pnginfo=info)
+
+
+def is_drawing(path: str) -> bool:
+    """Whether ``path`` is a PNG that ``write_png`` wrote (read from its header, not its pixels)."""
+    try:
+        with Image.open(path) as img:
+            return img.format == 'PNG' and img.info.get('Software') == DRAWN_BY
+    except (OSError, ValueError, Image.DecompressionBombError):  # not an image at all
+        return False

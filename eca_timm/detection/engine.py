@@ -2,7 +2,6 @@
 import logging
 import math
 import os
-import pickle
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -152,17 +151,31 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
         torch.save(state, f)
 
 
-def load_checkpoint(path: str) -> Dict[str, Any]:
-    """A ``detect train`` checkpoint as a dict, or an error saying what the file is not."""
+_MODEL_KEYS = ('model', 'model_config')  # what rebuilds the detector
+_TRAINING_KEYS = ('optimizer', 'lr_scheduler', 'scaler', 'epoch')  # what continues its training
+
+
+def load_checkpoint(path: str, resume: bool = False) -> Dict[str, Any]:
+    """A ``detect train`` checkpoint as a dict (with its training state when ``resume``), or an error naming the file
+    and what it is not."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'Checkpoint {path!r} not found')
+    advice = 'pass the last.pth written by `eca-timm detect train`'
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f'{path!r} is not a readable PyTorch checkpoint ({e.__class__.__name__}): '
-                         f'pass the last.pth written by `eca-timm detect train`') from e
-    if not isinstance(ckpt, dict) or 'model_config' not in ckpt:
-        raise ValueError(f'{path!r} is not an `eca-timm detect train` checkpoint (no model_config)')
+    except Exception as e:  # pickle, zip, EOF, KeyError or IndexError on a text file... (the cause under --debug)
+        raise ValueError(f'{path!r} is not a readable PyTorch checkpoint ({type(e).__name__}): {advice}') from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f'{path!r} is not an `eca-timm detect train` checkpoint (it holds a {type(ckpt).__name__}, '
+                         f'not a dict with model and model_config): {advice}')
+    lacking = [k for k in _MODEL_KEYS if k not in ckpt]
+    if lacking:
+        raise ValueError(f"{path!r} is not an `eca-timm detect train` checkpoint (it lacks {', '.join(lacking)}): "
+                         f"{advice}")
+    lacking = [k for k in _TRAINING_KEYS if k not in ckpt] if resume else []
+    if lacking:
+        raise ValueError(f"{path!r} cannot resume training: it lacks {', '.join(lacking)} (written by `detect train` "
+                         f"to each epoch's last.pth): pass the last.pth of the run to continue")
     return ckpt
 
 
@@ -181,5 +194,9 @@ def load_detector(checkpoint: str, device: torch.device) -> tuple:
         _logger.warning(f"{checkpoint}: {cfg['name']} ignores {', '.join(ignored)}, which torchvision ignored when "
                         f"it was trained (not an argument of the detector; `detect train` refuses it now)")
     model = create_detection_model(cfg['name'], num_classes=cfg['num_classes'], frozen_bn=cfg['frozen_bn'], **kwargs)
-    model.load_state_dict(ckpt['model'])
+    try:
+        model.load_state_dict(ckpt['model'])
+    except RuntimeError as e:  # missing / unexpected keys, other shapes: the file was changed after training
+        raise ValueError(f"{checkpoint!r}: its weights do not fit the {cfg['name']} that its model_config builds "
+                         f"({e})") from e
     return model.to(device).eval(), ckpt

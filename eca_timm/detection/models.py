@@ -4,12 +4,13 @@ The backbone is the registered timm model with ``features_only=True``; torchvisi
 its FPN on top. Conventions follow torchvision's ``*_resnet50_fpn`` builders: frozen batch norm and the first
 stages frozen when the backbone starts from ImageNet weights, all layers trainable from random initialisation.
 """
-import difflib
+import argparse
 import inspect
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import timm
+import torch
 from timm.layers import freeze_batch_norm_2d
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
@@ -17,59 +18,117 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, _valida
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
-from ..models import eca_resnet  # noqa: F401  (registers the backbones with timm)
+from ..models import check_kwargs, eca_resnet  # noqa: F401  (eca_resnet registers the backbones with timm)
+from ..models._pretrained import manifest_entry
 
 __all__ = [
     'DETECTION_MODELS', 'WeightsBackbone', 'eca_resnet_fpn_backbone', 'create_detection_model', 'detector_kwargs',
-    'check_detector_kwargs',
+    'check_detector_kwargs', 'check_weights_backbone',
     'maskrcnn_eca_resnet18_fpn', 'maskrcnn_eca_resnet50_fpn', 'maskrcnn_eca_resnet101_fpn',
     'fasterrcnn_eca_resnet18_fpn', 'fasterrcnn_eca_resnet50_fpn', 'fasterrcnn_eca_resnet101_fpn',
     'retinanet_eca_resnet50_fpn',
 ]
 
-# None/False: random init; True: timm's pretrained weights of the backbone; a path: a checkpoint file of it.
+# None/False: random init; True: timm's pretrained weights of the backbone; a path: a checkpoint file of it, or a
+# folder written by `eca-timm convert` (the weights file in it).
 WeightsBackbone = Union[None, bool, str, 'os.PathLike[str]']
+_FOLDER_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')  # in a converted folder, as timm's local-dir: reads it
 
 # Backbone modules from the last stage to the stem, in the order torchvision unfreezes them.
 _TRAINABLE_ORDER = ('layer4', 'layer3', 'layer2', 'layer1', 'conv1')
 
 # Builder name -> builder: the one table the command line and ``create_detection_model`` read.
 DETECTION_MODELS: Dict[str, Callable[..., nn.Module]] = {}
-# Builder name -> the torchvision detector class it builds (whose keyword arguments it accepts).
+# Builder name -> the torchvision detector class it builds (whose keyword arguments it accepts), and its backbone.
 _DETECTOR_CLASSES: Dict[str, Type[nn.Module]] = {}
+_BACKBONES: Dict[str, str] = {}
 
 # Where torchvision's detectors send their ``**kwargs`` (read from torchvision's source): Mask R-CNN to Faster R-CNN,
 # Faster R-CNN and RetinaNet to their GeneralizedRCNNTransform, which swallows unknown ones: so a typo was ignored
 # silently, and ``detector_kwargs`` follows this chain to list what each builder really takes.
 _KWARGS_GO_TO: Dict[type, type] = {
     MaskRCNN: FasterRCNN, FasterRCNN: GeneralizedRCNNTransform, RetinaNet: GeneralizedRCNNTransform}
-# Arguments ``_detector`` sets itself (the backbone) or handles before the detector class.
-_DETECTOR_OWN = ('num_classes', 'weights_backbone', 'trainable_backbone_layers', 'frozen_bn', 'fpn_channels',
-                 'backbone_kwargs')
+# Types of the builders' own arguments whose default (None) does not tell them.
+_OWN_TYPES: Dict[str, Tuple[type, str]] = dict(
+    frozen_bn=(bool, 'True, False or None'), backbone_kwargs=(dict, 'a dict'),
+    trainable_backbone_layers=(int, 'an int in [0, 5] or None'))
 
 
 def _is_trained(weights_backbone: WeightsBackbone) -> bool:
     return weights_backbone is not None and weights_backbone is not False
 
 
-def _pretrained_args(backbone_name: str, weights_backbone: WeightsBackbone) -> Dict[str, Any]:
-    """timm ``create_model`` arguments that load the backbone's ImageNet weights, or a clear error."""
-    if not _is_trained(weights_backbone):
-        return {}
+def _release_source(backbone_name: str) -> Dict[str, Any]:
+    """The manifest's source (official release file and where it is) of the backbone's default ImageNet tag."""
+    cfg = timm.models.get_pretrained_cfg(backbone_name)
+    entry = manifest_entry(f'{backbone_name}.{cfg.tag}') if cfg is not None and cfg.tag else None
+    return (entry or {}).get('source') or {}
+
+
+def _weights_file(backbone_name: str, weights_backbone: WeightsBackbone) -> Optional[str]:
+    """The checkpoint file ``weights_backbone`` names (None for timm's registered weights), checked before any work:
+    True while no weights are registered, a missing file, a folder without weights are each a clear error."""
     if weights_backbone is True:
         cfg = timm.models.get_pretrained_cfg(backbone_name)
-        if cfg is None or not (cfg.url or cfg.hf_hub_id or cfg.file):
-            raise RuntimeError(
-                f'No ImageNet weights are registered for {backbone_name}. Pass weights_backbone=<path to a '
-                f'{backbone_name} checkpoint> (.safetensors/.pth, e.g. an official ECA-Net release file), '
-                f'or weights_backbone=None to start from random initialisation.')
-        return dict(pretrained=True)
+        if cfg is not None and (cfg.url or cfg.hf_hub_id or cfg.file):
+            return None
+        source = _release_source(backbone_name)
+        if source.get('file'):  # a manifest tag not published yet
+            raise ValueError(
+                f"{backbone_name}: timm's ImageNet weights of it ({backbone_name}.{cfg.tag}) are not on the Hugging "
+                f"Face Hub yet: pass the official release file instead, weights_backbone='{source['file']}' (from "
+                f"{source.get('url', 'its release page')}; --weights-backbone on the command line), or a folder "
+                f"written by `eca-timm convert` from it, or None for random initialisation")
+        raise ValueError(f'{backbone_name}: no ImageNet weights are registered for it: pass weights_backbone=<a '
+                         f'{backbone_name} checkpoint file, or a folder written by `eca-timm convert`>, or None for '
+                         f'random initialisation')
+    if not isinstance(weights_backbone, (str, os.PathLike)):
+        raise TypeError(f'weights_backbone must be None, True, a checkpoint file or a folder written by `eca-timm '
+                        f'convert`, got {weights_backbone!r}')
     path = os.fspath(weights_backbone)
+    if os.path.isdir(path):
+        files = [os.path.join(path, name) for name in _FOLDER_WEIGHTS if os.path.isfile(os.path.join(path, name))]
+        if not files:
+            raise FileNotFoundError(
+                f"Backbone weights folder {path!r} holds no {' or '.join(_FOLDER_WEIGHTS)}: pass a folder written by "
+                f"`eca-timm convert`, or a checkpoint file of {backbone_name}")
+        return files[0]
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f'Backbone weights file {path!r} not found: pass the path of a {backbone_name} checkpoint, '
-            f'weights_backbone=True for the registered ImageNet weights, or None for random initialisation.')
-    return dict(pretrained=True, pretrained_cfg_overlay=dict(file=path))
+            f'Backbone weights file {path!r} not found: pass the path of a {backbone_name} checkpoint or of a '
+            f'folder written by `eca-timm convert`, or None for random initialisation')
+    return path
+
+
+def _pretrained_args(backbone_name: str, weights_backbone: WeightsBackbone) -> Dict[str, Any]:
+    """timm ``create_model`` arguments that load the backbone's ImageNet weights, or a clear error.
+
+    A file is read here, with timm's loader, so that any file that is not a checkpoint is named in one error.
+    """
+    if not _is_trained(weights_backbone):
+        return {}
+    path = _weights_file(backbone_name, weights_backbone)
+    if path is None:
+        return dict(pretrained=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):  # train.py saves its args in checkpoints
+            state_dict = timm.models.load_state_dict(path)
+    except Exception as e:  # pickle, zip, safetensors, EOF, KeyError on a text file... (the cause under --debug)
+        release = _release_source(backbone_name).get('file')
+        example = f' (e.g. the release file {release})' if release else ''
+        raise ValueError(
+            f"Backbone weights file {path!r} is not a readable checkpoint ({type(e).__name__}): pass a .pth / "
+            f".pth.tar / .safetensors file of {backbone_name}{example}, or a folder written by `eca-timm convert`") \
+            from e
+    return dict(pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict))
+
+
+def check_weights_backbone(name: str, weights_backbone: WeightsBackbone) -> None:
+    """Refuse, before any work, ``weights_backbone`` values the builder ``name`` could not load (the file itself is
+    read when the model is built)."""
+    _check_name(name)
+    if _is_trained(weights_backbone):
+        _weights_file(_BACKBONES[name], weights_backbone)
 
 
 def eca_resnet_fpn_backbone(
@@ -118,36 +177,60 @@ def eca_resnet_fpn_backbone(
         extra_blocks=extra_blocks or LastLevelMaxPool())
 
 
+def _parameters(name: str) -> List[inspect.Parameter]:
+    """Keyword parameters of the builder ``name``: its own, then those of the torchvision classes it reaches."""
+    _check_name(name)
+    params = list(inspect.signature(_detector).parameters.values())[1:]  # after ``name``
+    model_cls: Optional[type] = _DETECTOR_CLASSES[name]
+    while model_cls is not None:
+        cls_params = list(inspect.signature(model_cls.__init__).parameters.values())
+        params += cls_params
+        has_var_kwargs = any(p.kind is p.VAR_KEYWORD for p in cls_params)
+        model_cls = _KWARGS_GO_TO.get(model_cls) if has_var_kwargs else None
+    return [p for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ('self', 'backbone')]
+
+
 def detector_kwargs(name: str) -> List[str]:
     """Keyword arguments the builder ``name`` accepts: its own, then those of the torchvision classes it reaches."""
-    _check_name(name)
-    model_cls: Optional[type] = _DETECTOR_CLASSES[name]
-    names = set(_DETECTOR_OWN)
-    while model_cls is not None:
-        params = inspect.signature(model_cls.__init__).parameters.values()
-        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-        has_var_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
-        model_cls = _KWARGS_GO_TO.get(model_cls) if has_var_kwargs else None
-    return sorted(names - {'self', 'backbone'})
+    return sorted({p.name for p in _parameters(name)})
+
+
+def _value_problem(key: str, value: Any, default: Any) -> Optional[Tuple[Type[Exception], str]]:
+    """What is wrong with ``value`` for a parameter of this default, by torchvision's conventions: int parameters
+    count something (>= 1; ``min_size`` may be a tuple of training sizes), float ones are thresholds or fractions."""
+    if key in _OWN_TYPES:
+        kind, what = _OWN_TYPES[key]
+        ok = value is None or (type(value) is kind if kind is not dict else isinstance(value, dict))
+        return None if ok else (TypeError, f'{key} must be {what}, got {value!r} ({type(value).__name__})')
+    if type(default) is int:
+        values = value if key == 'min_size' and isinstance(value, (list, tuple)) else [value]
+        what = 'an int >= 1' + (' or a tuple of them' if key == 'min_size' else '')
+        if not values or any(type(v) is not int for v in values):
+            return TypeError, f'{key} must be {what}, got {value!r} ({type(value).__name__})'
+        return None if min(values) >= 1 else (ValueError, f'{key} must be {what}, got {value!r}')
+    if type(default) is float:
+        if type(value) not in (int, float):
+            return TypeError, f'{key} must be a number in [0, 1], got {value!r} ({type(value).__name__})'
+        return None if 0 <= value <= 1 else (ValueError, f'{key} must be a number in [0, 1], got {value!r}')
+    return None
 
 
 def check_detector_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
-    """TypeError naming each unknown keyword argument (and a close accepted one), as the classification models."""
-    accepted = detector_kwargs(name)
-    unknown = [k for k in kwargs if k not in accepted]
-    if not unknown:
-        return
-    named = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, accepted, n=1) or [a for a in accepted if a.startswith(key)][:1]
-        named.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ''))
-    raise TypeError(f"{name}: unknown keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(named)}. "
-                    f"Model arguments it accepts: {', '.join(accepted)}")
+    """Refuse unknown keyword arguments (TypeError naming a close accepted one, as the classification models), then
+    values of the wrong type (TypeError) or range (ValueError), all named in one message."""
+    check_kwargs(name, kwargs, detector_kwargs(name))
+    defaults: Dict[str, Any] = {}
+    for p in _parameters(name):
+        defaults.setdefault(p.name, p.default)  # the builder's own default first (num_classes=91)
+    problems = [problem for problem in (_value_problem(k, v, defaults[k]) for k, v in kwargs.items()) if problem]
+    if problems:
+        error = TypeError if any(kind is TypeError for kind, _ in problems) else ValueError
+        raise error(f"{name}: {'; '.join(text for _, text in problems)}")
 
 
 def _detector(
         name: str,
-        backbone_name: str,
         num_classes: int = 91,
         weights_backbone: WeightsBackbone = None,
         trainable_backbone_layers: Optional[int] = None,
@@ -156,8 +239,10 @@ def _detector(
         backbone_kwargs: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
 ) -> nn.Module:
-    check_detector_kwargs(name, kwargs)
-    model_cls = _DETECTOR_CLASSES[name]
+    check_detector_kwargs(name, dict(
+        num_classes=num_classes, trainable_backbone_layers=trainable_backbone_layers, frozen_bn=frozen_bn,
+        fpn_channels=fpn_channels, backbone_kwargs=backbone_kwargs, **kwargs))
+    model_cls, backbone_name = _DETECTOR_CLASSES[name], _BACKBONES[name]
     trainable = _validate_trainable_layers(_is_trained(weights_backbone), trainable_backbone_layers, 5, 3)
     if model_cls is RetinaNet:  # P3-P7, P6 from C5 as in the paper's (mmdetection) RetinaNet
         channels = timm.create_model(
@@ -174,7 +259,8 @@ def _detector(
 _ARGS_DOC = """
     Args:
         num_classes: Output classes including background (91 = COCO category ids 1-90).
-        weights_backbone: None (random init), True (timm's ImageNet weights of the backbone) or a file.
+        weights_backbone: None (random init), True (timm's ImageNet weights of the backbone, once published on
+            the Hub), a checkpoint file (e.g. the official release file) or a folder written by `eca-timm convert`.
         trainable_backbone_layers: Trainable backbone stages from the last (0-5); default 3 with ImageNet
             weights, 5 without (as torchvision).
         frozen_bn: Frozen batch norm in the backbone; default: when ``weights_backbone`` is set.
@@ -185,56 +271,58 @@ _ARGS_DOC = """
 """
 
 
-def _register(model_cls: Type[nn.Module]) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder of ``model_cls`` under its function name, with the shared argument docs."""
+def _register(model_cls: Type[nn.Module], backbone_name: str
+              ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder of ``model_cls`` on ``backbone_name`` under its function name, with the shared docs."""
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         fn.__doc__ = (fn.__doc__ or '') + _ARGS_DOC
         DETECTION_MODELS[fn.__name__] = fn
         _DETECTOR_CLASSES[fn.__name__] = model_cls
+        _BACKBONES[fn.__name__] = backbone_name
         return fn
     return register
 
 
-@_register(MaskRCNN)
+@_register(MaskRCNN, 'eca_resnet18')
 def maskrcnn_eca_resnet18_fpn(**kwargs: Any) -> MaskRCNN:
     """Mask R-CNN with an ECA-ResNet-18 FPN backbone (small, for quick experiments)."""
-    return _detector('maskrcnn_eca_resnet18_fpn', 'eca_resnet18', **kwargs)
+    return _detector('maskrcnn_eca_resnet18_fpn', **kwargs)
 
 
-@_register(MaskRCNN)
+@_register(MaskRCNN, 'eca_resnet50')
 def maskrcnn_eca_resnet50_fpn(**kwargs: Any) -> MaskRCNN:
     """Mask R-CNN with an ECA-ResNet-50 FPN backbone (the paper's COCO model)."""
-    return _detector('maskrcnn_eca_resnet50_fpn', 'eca_resnet50', **kwargs)
+    return _detector('maskrcnn_eca_resnet50_fpn', **kwargs)
 
 
-@_register(MaskRCNN)
+@_register(MaskRCNN, 'eca_resnet101')
 def maskrcnn_eca_resnet101_fpn(**kwargs: Any) -> MaskRCNN:
     """Mask R-CNN with an ECA-ResNet-101 FPN backbone."""
-    return _detector('maskrcnn_eca_resnet101_fpn', 'eca_resnet101', **kwargs)
+    return _detector('maskrcnn_eca_resnet101_fpn', **kwargs)
 
 
-@_register(FasterRCNN)
+@_register(FasterRCNN, 'eca_resnet18')
 def fasterrcnn_eca_resnet18_fpn(**kwargs: Any) -> FasterRCNN:
     """Faster R-CNN with an ECA-ResNet-18 FPN backbone (small, for quick experiments)."""
-    return _detector('fasterrcnn_eca_resnet18_fpn', 'eca_resnet18', **kwargs)
+    return _detector('fasterrcnn_eca_resnet18_fpn', **kwargs)
 
 
-@_register(FasterRCNN)
+@_register(FasterRCNN, 'eca_resnet50')
 def fasterrcnn_eca_resnet50_fpn(**kwargs: Any) -> FasterRCNN:
     """Faster R-CNN with an ECA-ResNet-50 FPN backbone."""
-    return _detector('fasterrcnn_eca_resnet50_fpn', 'eca_resnet50', **kwargs)
+    return _detector('fasterrcnn_eca_resnet50_fpn', **kwargs)
 
 
-@_register(FasterRCNN)
+@_register(FasterRCNN, 'eca_resnet101')
 def fasterrcnn_eca_resnet101_fpn(**kwargs: Any) -> FasterRCNN:
     """Faster R-CNN with an ECA-ResNet-101 FPN backbone."""
-    return _detector('fasterrcnn_eca_resnet101_fpn', 'eca_resnet101', **kwargs)
+    return _detector('fasterrcnn_eca_resnet101_fpn', **kwargs)
 
 
-@_register(RetinaNet)
+@_register(RetinaNet, 'eca_resnet50')
 def retinanet_eca_resnet50_fpn(**kwargs: Any) -> RetinaNet:
     """RetinaNet with an ECA-ResNet-50 FPN backbone (P3-P7)."""
-    return _detector('retinanet_eca_resnet50_fpn', 'eca_resnet50', **kwargs)
+    return _detector('retinanet_eca_resnet50_fpn', **kwargs)
 
 
 def _check_name(name: str) -> None:

@@ -1,9 +1,12 @@
 """``detect predict``: a checkpoint's detections drawn on images (one PNG each) and listed in predictions.json.
 
-Outputs keep the images' folders below the folder they have in common, so ``a/img.png`` and ``b/img.png`` draw
-to ``a/img.png`` and ``b/img.png`` in the output folder; names that still clash (``img.jpg`` beside ``img.png``)
-get ``-1``, ``-2``... An image that cannot be read is skipped with a warning and listed under ``failed``: the
-others are still drawn and listed, and the command exits with status 1. Every file is written atomically.
+Images are files, or folders of them (timm's image extensions, in subfolders too; hidden files and the output
+folder left out). Outputs keep the images' folders below the folder they have in common, so ``a/img.png`` and
+``b/img.png`` draw to ``a/img.png`` and ``b/img.png`` in the output folder; names that still clash (``img.jpg``
+beside ``img.png``) get ``-1``, ``-2``... Before any work, an output that would replace an input image, or a file
+that no ``detect predict`` drew (the PNG's Software field says so), is refused. An image that cannot be read is
+skipped with a warning and listed under ``failed``: the others are still drawn and listed, and the command exits with
+status 1. Every file is written atomically.
 """
 import json
 import logging
@@ -12,15 +15,45 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 from PIL import Image
+from timm.data import get_img_extensions
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .._io import atomic_write
-from .draw import draw_detections, write_png
+from .data import read_rgb
+from .draw import draw_detections, is_drawing, write_png
 from .engine import load_detector
 
-__all__ = ['output_names', 'predict']
+__all__ = ['check_outputs', 'image_files', 'output_names', 'predict']
 
 _logger = logging.getLogger('eca_timm.detection')
+
+PREDICTIONS = 'predictions.json'
+
+
+def image_files(paths: Sequence[str], output_dir: str) -> List[str]:
+    """The images of ``paths``: files as given, folders as the images in them and their subfolders, sorted (hidden
+    files and folders, and ``output_dir`` with its drawings, left out)."""
+    extensions = get_img_extensions()  # timm's: .png, .jpg, .jpeg
+    out = os.path.realpath(output_dir)
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(f"Images not found: {', '.join(missing)}")
+    files: List[str] = []
+    for path in paths:
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        found = []
+        for folder, subfolders, names in os.walk(path):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith('.') and
+                                   os.path.realpath(os.path.join(folder, d)) != out)
+            found += [os.path.join(folder, n) for n in sorted(names)
+                      if not n.startswith('.') and os.path.splitext(n)[1].lower() in extensions]
+        if not found:
+            raise FileNotFoundError(f"Folder {path!r} holds no images ({', '.join(extensions)}, in it or its "
+                                    f"subfolders): pass image files or a folder of them")
+        files += found
+    return files
 
 
 def output_names(paths: Sequence[str]) -> List[str]:
@@ -41,28 +74,65 @@ def output_names(paths: Sequence[str]) -> List[str]:
     return names
 
 
-def _read_image(path: str) -> torch.Tensor:
-    with Image.open(path) as img:
-        return pil_to_tensor(img.convert('RGB'))
+def _is_predictions_file(path: str) -> bool:
+    try:
+        with open(path, encoding='utf-8') as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and {'checkpoint', 'predictions', 'failed'} <= set(content)
+
+
+def _listed(paths: Sequence[str]) -> str:
+    return ', '.join(repr(p) for p in paths[:3]) + (f' and {len(paths) - 3} more' if len(paths) > 3 else '')
+
+
+def check_outputs(images: Sequence[str], names: Sequence[str], output_dir: str) -> None:
+    """Refuse, before any work, outputs that would replace an input image or a file no ``detect predict`` wrote
+    (an earlier run's drawings and predictions.json are replaced)."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise NotADirectoryError(f'--output-dir {output_dir!r} is a file: pass a folder for the drawings')
+    inputs = {(st.st_dev, st.st_ino): path for path, st in zip(images, map(os.stat, images))}
+    replaced, foreign = [], []
+    for name in [*names, PREDICTIONS]:
+        target = os.path.join(output_dir, name)
+        if not os.path.lexists(target):
+            continue
+        st = os.stat(target) if os.path.exists(target) else None
+        if st is not None and (st.st_dev, st.st_ino) in inputs:  # hard links and case-insensitive disks too
+            replaced.append(inputs[st.st_dev, st.st_ino])
+        elif not (_is_predictions_file(target) if name == PREDICTIONS else is_drawing(target)):
+            foreign.append(target)
+    if replaced:
+        raise FileExistsError(
+            f'--output-dir {output_dir!r} holds the input images {_listed(replaced)}: their drawings would replace '
+            f"them. Pass a folder of its own for the drawings, e.g. --output-dir "
+            f"{os.path.join(output_dir, 'detections')!r}")
+    if foreign:
+        raise FileExistsError(f'--output-dir {output_dir!r} already holds {_listed(foreign)}, which `detect predict` '
+                              f'did not write: pass another --output-dir, or move them')
 
 
 def predict(args: Any) -> Dict[str, Any]:
-    """Draw the detections of ``args.checkpoint`` on ``args.images`` into ``args.output_dir``.
+    """Draw the detections of ``args.checkpoint`` on ``args.images`` (files or folders) into ``args.output_dir``.
 
-    Returns what predictions.json holds: ``predictions`` (per image: ``image`` as given, ``output`` relative to
+    Returns what predictions.json holds: ``predictions`` (per image: ``image`` as found, ``output`` relative to
     the output folder, ``detections``) and ``failed`` (``image``, ``error``) for the images that could not be read.
     """
-    missing = [p for p in args.images if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(f"Images not found: {', '.join(missing)}")
+    if not 0 <= args.score_threshold <= 1:
+        raise ValueError(f'--score-threshold must be in [0, 1] (detection scores are probabilities), got '
+                         f'{args.score_threshold}')
+    images = image_files(args.images, args.output_dir)
+    names = output_names(images)
+    check_outputs(images, names, args.output_dir)
     device = torch.device(args.device)
     model, ckpt = load_detector(args.checkpoint, device)
     categories = {c['id']: c['name'] for c in ckpt.get('categories', [])}
     result: Dict[str, Any] = dict(checkpoint=args.checkpoint, score_threshold=args.score_threshold,
                                   predictions=[], failed=[])
-    for path, name in zip(args.images, output_names(args.images)):
+    for path, name in zip(images, names):
         try:
-            image = _read_image(path)
+            image = pil_to_tensor(read_rgb(path))
         except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
             error = f'cannot read it as an image ({e.__class__.__name__}: {e})'
             _logger.warning(f'Skipped {path}: {error}')
@@ -79,10 +149,10 @@ def predict(args: Any) -> Dict[str, Any]:
                                          pred['scores'][keep].tolist())]
         result['predictions'].append(dict(image=path, output=name, detections=detections))
         _logger.info(f'{path}: {len(detections)} detections -> {out_path}')
-    json_path = os.path.join(args.output_dir, 'predictions.json')
+    json_path = os.path.join(args.output_dir, PREDICTIONS)
     with atomic_write(json_path) as f:
         f.write(json.dumps(result, indent=2).encode())
     if result['failed']:
-        _logger.warning(f"{len(result['failed'])} of {len(args.images)} images could not be read (listed under "
+        _logger.warning(f"{len(result['failed'])} of {len(images)} images could not be read (listed under "
                         f"'failed' in {json_path})")
     return result

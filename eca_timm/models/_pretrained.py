@@ -14,8 +14,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from .._resources import HUB_DATA, data_file
 
-__all__ = ['HUB_ORG_ENV', 'LOAD_ERRORS', 'fail_fast_offline', 'hub_data', 'hub_org', 'is_published', 'load_manifest', 'manifest_entry', 'metrics_line',
-           'pretrained_cfgs', 'pretrained_load_error', 'repo_id']
+__all__ = ['HUB_ORG_ENV', 'LOAD_ERRORS', 'fail_fast_offline', 'hub_data', 'hub_org', 'hub_unreachable', 'is_published',
+           'load_manifest', 'manifest_entry', 'metrics_line', 'pretrained_cfgs', 'pretrained_load_error', 'repo_id']
 
 HUB_ORG_ENV = 'ECA_TIMM_HUB_ORG'
 
@@ -102,11 +102,24 @@ def _resolve_source(variant: str, kwargs: Dict[str, Any]) -> Tuple[Any, str, Any
     return cfg, load_from, loc
 
 
+def hub_unreachable(error: BaseException) -> bool:
+    """True for the transport errors huggingface_hub lets through when the Hub cannot be reached."""
+    kinds = [ConnectionError, TimeoutError]
+    for module, names in (('httpx2', ('TransportError',)), ('httpx', ('TransportError',)),
+                          ('requests', ('ConnectionError', 'Timeout')),
+                          ('huggingface_hub.errors', ('OfflineModeIsEnabled',))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        kinds += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    return isinstance(error, tuple(kinds))
+
+
 def fail_fast_offline(variant: str, kwargs: Dict[str, Any]) -> None:
-    """Before timm downloads Hub weights that are not in the local Hub cache: if the Hub cannot be reached, raise the
-    error now instead of after huggingface_hub's retries (about 50 s). ``HF_HUB_OFFLINE=1`` fails at once anyway."""
-    import socket
-    from urllib.parse import urlparse
+    """Before timm downloads Hub weights that are not in the local Hub cache, ask the Hub for them once through
+    huggingface_hub (its HTTP session honours proxies and certificates), without its retries: a Hub that cannot be
+    reached is an error now, not after about 25 s of retries. ``HF_HUB_OFFLINE=1`` fails at once anyway."""
     import huggingface_hub
     from huggingface_hub import constants
     if constants.HF_HUB_OFFLINE:
@@ -115,26 +128,29 @@ def fail_fast_offline(variant: str, kwargs: Dict[str, Any]) -> None:
     if load_from != 'hf-hub':
         return
     repo = loc[0] if isinstance(loc, tuple) else loc
-    if any(isinstance(huggingface_hub.try_to_load_from_cache(repo, f), str)
+    repo_id, _, revision = repo.partition('@')
+    if any(isinstance(huggingface_hub.try_to_load_from_cache(repo_id, f, revision=revision or None), str)
            for f in ('model.safetensors', 'pytorch_model.bin')):
         return
-    host = urlparse(constants.ENDPOINT).hostname or 'huggingface.co'
+    url = huggingface_hub.hf_hub_url(repo_id, 'model.safetensors', revision=revision or None)
     try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as e:
+        huggingface_hub.get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as e:  # a missing repo or file: timm's own download says so (pretrained_load_error)
+        if not hub_unreachable(e):
+            return
         name = f'{variant}.{cfg.tag}' if cfg.tag else variant
         raise RuntimeError(
-            f"{name}: the Hugging Face Hub ({host}) cannot be reached (offline?) and repo '{repo}' is not in the local "
-            f"Hub cache ({e}). Set HF_HUB_OFFLINE=1 to skip the network (it then fails at once), load a file with "
-            f"pretrained_cfg_overlay=dict(file=...), or a converted folder with timm.create_model('local-dir:DIR').") \
-            from e
+            f"{name}: the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached (offline?) and repo '{repo}' is "
+            f"not in the local Hub cache ({type(e).__name__}: {e}). Set HF_HUB_OFFLINE=1 to skip the network (it "
+            f"then fails at once), load a file with pretrained_cfg_overlay=dict(file=...), or a converted folder "
+            f"with timm.create_model('local-dir:DIR').") from e
 
 
 def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseException) -> RuntimeError:
     """An error naming where ``pretrained=True`` looked for weights and what to do about it."""
     cfg, load_from, loc = _resolve_source(variant, kwargs)
     name = f'{variant}.{cfg.tag}' if cfg.tag else variant
-    cause = f'{type(error).__name__}: {error}'.strip()
+    cause = f'{type(error).__name__}: {" ".join(str(error).split())}'.strip()
     if load_from == 'hf-hub':
         from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
         repo = loc[0] if isinstance(loc, tuple) else loc
@@ -159,7 +175,8 @@ def pretrained_load_error(variant: str, kwargs: Dict[str, Any], error: BaseExcep
         src = (entry.get('source') or {}).get('file', 'CHECKPOINT')
         where = (entry.get('source') or {}).get('url', 'its release page')
         return RuntimeError(
-            f"{name}: these weights are not published on the Hugging Face Hub yet (hub/manifest.json). Load the "
+            f"{name}: these weights are not published on the Hugging Face Hub yet (eca-timm's manifest; `eca-timm "
+            f"models` lists the tags). Load the "
             f"release file directly: timm.create_model('{variant}', pretrained=True, "
             f"pretrained_cfg_overlay=dict(file='{src}')) (download it from {where}), or convert it once with "
             f"`eca-timm convert {src} --model {variant} --out DIR` and use timm.create_model('local-dir:DIR').")

@@ -10,19 +10,20 @@ timm's loaders (pretrained_cfg ``file``, ``hf-hub:``, train.py ``--pretrained-pa
 
 Anything else is refused with a ``CheckpointMismatchError`` naming the first layer that does not fit and the ECA
 kernel sizes the checkpoint was trained with. This module knows no model class: a family puts its ``KeyMapping`` on
-its model class as ``checkpoint_keys``, as timm's families carry their own filters.
+its model class as ``checkpoint_key_mapping``, as timm's families carry their own filters. A model's own
+``load_state_dict`` takes its own keys only: ``eca-timm convert`` turns an official file into them.
 """
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..layers import EcaLayer
 
-__all__ = ['CheckpointMismatchError', 'KeyMapping', 'StateDict', 'checkpoint_filter_fn', 'checkpoint_kernel_sizes',
-           'fit_state_dict', 'official_keys_hook', 'remap_checkpoint']
+__all__ = ['CheckpointMatch', 'CheckpointMismatchError', 'KeyMapping', 'StateDict', 'checkpoint_filter_fn',
+           'checkpoint_kernel_sizes', 'fit_state_dict', 'remap_checkpoint']
 
 _logger = logging.getLogger(__name__)
 
@@ -33,29 +34,35 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint that does not fit the model: other depth, other ECA kernel sizes, other architecture."""
 
 
+class CheckpointMatch(NamedTuple):
+    """What a foreign checkpoint holds, as a sentence for errors, and the registered model it fits (or None)."""
+    description: str
+    model: Optional[str]
+
+
 @dataclass(frozen=True)
 class KeyMapping:
     """How a model family reads foreign checkpoints.
 
-    remap: official / torchvision keys -> the model's (its own keys pass unchanged).
-    describe: what a checkpoint holds, as a sentence, and the registered model it fits (or None), for errors.
+    remap: official / torchvision keys -> the family's (its own keys pass unchanged).
+    match: what a checkpoint holds and which registered model it fits, for errors.
     """
-    remap: Callable[[StateDict, nn.Module], StateDict]
-    describe: Optional[Callable[[StateDict], Tuple[str, Optional[str]]]] = None
+    remap: Callable[[StateDict], StateDict]
+    match: Optional[Callable[[StateDict], CheckpointMatch]] = None
 
 
-SAME_KEYS = KeyMapping(remap=lambda state_dict, model: state_dict)
+SAME_KEY_MAPPING = KeyMapping(remap=lambda state_dict: state_dict)
 
 
 def _mapping(model: nn.Module) -> KeyMapping:
-    return getattr(type(model), 'checkpoint_keys', SAME_KEYS)
+    return getattr(type(model), 'checkpoint_key_mapping', SAME_KEY_MAPPING)
 
 
 def remap_checkpoint(state_dict: StateDict, model: nn.Module) -> StateDict:
     """Rename official ECA-Net / torchvision keys to ``model``'s (its family's ``KeyMapping``); DataParallel and
     torch.compile prefixes are stripped (timm's ``clean_state_dict``)."""
     from timm.models import clean_state_dict
-    return _mapping(model).remap(clean_state_dict(state_dict), model)
+    return _mapping(model).remap(clean_state_dict(state_dict))
 
 
 def _eca_keys(model: nn.Module) -> List[str]:
@@ -83,10 +90,11 @@ def _fit_error(model: nn.Module, state_dict: StateDict, layer: str, problem: str
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
     msg = f'{name}: the checkpoint does not fit at layer {layer!r}: {problem}.'
     fits: Optional[str] = name
-    describe = _mapping(model).describe
-    if describe is not None:
-        text, fits = describe(state_dict)
-        msg += f' {text}'
+    match = _mapping(model).match
+    if match is not None:
+        found = match(state_dict)
+        msg += f' {found.description}'
+        fits = found.model
     ks = checkpoint_kernel_sizes(state_dict, model)
     if ks:
         msg += f' Its ECA kernel sizes per stage are {ks} (this model: {tuple(model.eca_kernel_sizes)}).'
@@ -142,11 +150,3 @@ def fit_state_dict(state_dict: StateDict, model: nn.Module, allow_missing_eca: b
 def checkpoint_filter_fn(state_dict: StateDict, model: nn.Module) -> StateDict:
     """timm ``pretrained_filter_fn``: official ECA-Net, plain ResNet/MobileNetV2 or own checkpoints -> ``model``."""
     return fit_state_dict(state_dict, model, allow_missing_eca=True)
-
-
-def official_keys_hook(module: nn.Module, state_dict: StateDict, prefix: str, *args: Any) -> None:
-    """``load_state_dict`` pre-hook: official keys are renamed in place (timm's ``load_checkpoint``, train.py
-    ``--initial-checkpoint``), so an official file loads like the package's own."""
-    keys = [k for k in state_dict if k.startswith(prefix)]
-    sub = remap_checkpoint({k[len(prefix):]: state_dict.pop(k) for k in keys}, module)
-    state_dict.update({prefix + k: v for k, v in sub.items()})

@@ -1,4 +1,4 @@
-"""CIFAR-style ResNet-18 with no attention, SE, CBAM or ECA: the models of the attention study.
+"""CIFAR-style ResNet-18 with no attention, SE, CBAM or ECA: the models of the attention study's default preset.
 
 The CIFAR stem is a 3x3 conv with stride 1 and no max-pool (He et al.'s CIFAR ResNets, as used by most CIFAR
 baselines), so a 32x32 image reaches the last stage at 4x4 instead of 1x1 with ImageNet's 7x7/2 conv +
@@ -10,6 +10,7 @@ ECA-ResNet-18 by default, or ``eca_kernel_sizes='adaptive'`` through ``--model-k
 Registered as ``resnet18_cifar``, ``se_resnet18_cifar``, ``cbam_resnet18_cifar`` and ``eca_resnet18_cifar``
 (module group ``cifar_resnet``). They are study baselines, not ECA-Net releases, so ``MODEL_MODULES`` (the
 plugin's model list, ``eca-timm models``) does not include them; ``timm.list_models('*_cifar')`` lists them.
+The reproducibility report's own models (ImageNet stem, its SE / CBAM / adaptive ECA) are in ``rc2020_resnet``.
 """
 from typing import Any, Dict, Type
 
@@ -18,7 +19,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from ._builder import RELEASED_KERNEL_SIZES, build_eca_model
-from .eca_resnet import ECA_RESNET_ARCHS, RESNET_KEYS, EcaResNet
+from .eca_resnet import ECA_RESNET_ARCHS, RESNET_KEY_MAPPING, EcaResNet
 
 __all__ = ['CifarResNet', 'CifarEcaResNet', 'CIFAR_ATTENTION']
 
@@ -47,7 +48,7 @@ def _use_cifar_stem(model: ResNet, in_chans: int, device: Any = None, dtype: Any
 
 class CifarResNet(ResNet):
     """timm's ResNet with the CIFAR stem (3x3 conv, stride 1, no max-pool). Arguments: timm's ``ResNet``."""
-    checkpoint_keys = RESNET_KEYS
+    checkpoint_key_mapping = RESNET_KEY_MAPPING
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -2,26 +2,26 @@
 
 The official model puts ECA after the projection BN of every inverted residual, also in blocks without a
 residual; timm's ``InvertedResidual`` puts attention before the projection, so the block is defined here.
-The model reuses timm's ``EfficientNet`` methods (features, intermediates, head, grad checkpointing).
+The model is timm's ``EfficientNet`` built from MobileNetV2's block definitions (stem, head, classifier,
+feature info), with its blocks replaced by the ECA blocks of the same strides and widths.
 """
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from timm.layers import (DropPath, LayerType, create_classifier, get_act_layer, get_norm_act_layer,
-                         register_notrace_module)
+from timm.layers import DropPath, LayerType, get_act_layer, get_norm_act_layer, register_notrace_module
 from timm.models import register_model, generate_default_cfgs
-from timm.models._efficientnet_builder import efficientnet_init_weights
+from timm.models._efficientnet_builder import decode_arch_def, efficientnet_init_weights
 from timm.models.efficientnet import EfficientNet
 
 from ..layers import EcaLayer, bn_eca_residual, eca_residual
 from ._builder import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from ._pretrained import pretrained_cfgs
-from ._state_dict import KeyMapping, StateDict, checkpoint_filter_fn
+from ._state_dict import KeyMapping, StateDict
 
-__all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES', 'MOBILENETV2_KEYS']
+__all__ = ['EcaInvertedResidual', 'EcaMobileNetV2', 'MOBILENETV2_STAGES', 'MOBILENETV2_KEY_MAPPING']
 
 # MobileNetV2 1.0: (expansion, out channels, blocks, first stride) per stage.
 MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -63,6 +63,12 @@ class EcaInvertedResidual(nn.Module):
         self.eca = EcaLayer(out_chs, kernel_size=eca_kernel_size, **dd)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
 
+    def feature_info(self, location: str) -> Dict[str, Any]:
+        """Where timm's EfficientNet takes this block's features (``'expansion'``: the projection's input)."""
+        if location == 'expansion':
+            return dict(module='conv_pwl', hook_type='forward_pre', num_chs=self.conv_pwl.in_channels)
+        return dict(module='', num_chs=self.conv_pwl.out_channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.has_skip else None
         x = self.bn1(self.conv_pw(x))
@@ -78,32 +84,32 @@ class EcaInvertedResidual(nn.Module):
         return bn_eca_residual(x, self.bn3, self.eca, shortcut, self.drop_path if self.has_skip else None)
 
 
-def _official_prefixes(model: nn.Module) -> Dict[str, str]:
-    """Official/torchvision MobileNetV2 module prefixes -> this package's, from the model's own stages."""
-    n_blocks = sum(len(stage) for stage in model.blocks)
+def _official_prefixes() -> Dict[str, str]:
+    """Official/torchvision MobileNetV2 module prefixes (``features.N``) -> this model's, from its stages."""
+    n_blocks = sum(n for _, _, n, _ in MOBILENETV2_STAGES)
     prefixes = {
         'features.0.0.': 'conv_stem.', 'features.0.1.': 'bn1.',
         f'features.{n_blocks + 1}.0.': 'conv_head.', f'features.{n_blocks + 1}.1.': 'bn2.',
         'classifier.1.': 'classifier.',
     }
     idx = 1
-    for s, stage in enumerate(model.blocks):
-        for i, block in enumerate(stage):
-            if isinstance(block.conv_pw, nn.Identity):  # t=1: dw ConvBNReLU, pw-linear conv, bn, eca
-                pairs = (('0.0', 'conv_dw'), ('0.1', 'bn2'), ('1', 'conv_pwl'), ('2', 'bn3'), ('3', 'eca'))
-            else:  # pw ConvBNReLU, dw ConvBNReLU, pw-linear conv, bn, eca
-                pairs = (('0.0', 'conv_pw'), ('0.1', 'bn1'), ('1.0', 'conv_dw'), ('1.1', 'bn2'),
-                         ('2', 'conv_pwl'), ('3', 'bn3'), ('4', 'eca'))
+    for s, (t, _, n, _) in enumerate(MOBILENETV2_STAGES):
+        if t == 1:  # no expansion: dw ConvBNReLU, pw-linear conv, bn, eca
+            pairs = (('0.0', 'conv_dw'), ('0.1', 'bn2'), ('1', 'conv_pwl'), ('2', 'bn3'), ('3', 'eca'))
+        else:  # pw ConvBNReLU, dw ConvBNReLU, pw-linear conv, bn, eca
+            pairs = (('0.0', 'conv_pw'), ('0.1', 'bn1'), ('1.0', 'conv_dw'), ('1.1', 'bn2'),
+                     ('2', 'conv_pwl'), ('3', 'bn3'), ('4', 'eca'))
+        for i in range(n):
             prefixes.update({f'features.{idx}.conv.{src}.': f'blocks.{s}.{i}.{dst}.' for src, dst in pairs})
             idx += 1
     return prefixes
 
 
-def _remap_official_keys(state_dict: StateDict, model: nn.Module) -> StateDict:
+def _remap_official_keys(state_dict: StateDict) -> StateDict:
     """Official ECA-MobileNetV2 / torchvision keys (``features.N.conv.M``) -> this model's; own keys pass."""
     if not any(k.startswith('features.') for k in state_dict):
         return state_dict
-    prefixes = _official_prefixes(model)
+    prefixes = _official_prefixes()
     out = {}
     for k, v in state_dict.items():
         head = k
@@ -113,7 +119,10 @@ def _remap_official_keys(state_dict: StateDict, model: nn.Module) -> StateDict:
     return out
 
 
-MOBILENETV2_KEYS = KeyMapping(remap=_remap_official_keys)
+MOBILENETV2_KEY_MAPPING = KeyMapping(remap=_remap_official_keys)
+
+# MOBILENETV2_STAGES in timm's block notation: timm's own mobilenetv2_100 definition, 'ir' for its first 'ds' block.
+_ARCH_DEF = [[f'ir_r{n}_k3_s{s}_e{t}_c{c}'] for t, c, n, s in MOBILENETV2_STAGES]
 
 
 class EcaMobileNetV2(EfficientNet):
@@ -129,7 +138,7 @@ class EcaMobileNetV2(EfficientNet):
         act_layer: Activation (official: ReLU6).
         norm_layer: Normalization layer.
     """
-    checkpoint_keys = MOBILENETV2_KEYS
+    checkpoint_key_mapping = MOBILENETV2_KEY_MAPPING
 
     def __init__(
             self,
@@ -149,55 +158,48 @@ class EcaMobileNetV2(EfficientNet):
             dtype=None,
     ) -> None:
         kernel_sizes = resolve_stage_kernel_sizes(eca_kernel_sizes, [c for _, c, _, _ in MOBILENETV2_STAGES])
-        # EfficientNet.__init__ would build timm's own blocks, so only nn.Module is initialised and the
-        # attributes EfficientNet's methods read are set below.
-        nn.Module.__init__(self)
-        dd = {'device': device, 'dtype': dtype}
         bn_args = {k: v for k, v in (('momentum', bn_momentum), ('eps', bn_eps)) if v is not None}
         norm_layer = partial(norm_layer, **bn_args) if bn_args else norm_layer
         act_layer = get_act_layer(act_layer)
-        norm_act_layer = get_norm_act_layer(norm_layer, act_layer)
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
+        # timm builds everything its methods read (stem, head, classifier, feature_info, stage_ends) from the
+        # block definitions; only the blocks are then swapped for ECA blocks of the same strides and widths.
+        super().__init__(
+            decode_arch_def(_ARCH_DEF), num_classes=num_classes, num_features=num_features, in_chans=in_chans,
+            stem_size=stem_size, fix_stem=True, act_layer=act_layer, norm_layer=norm_layer, drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate, global_pool=global_pool, device=device, dtype=dtype)
+        self.blocks = _eca_stages(stem_size, kernel_sizes, act_layer, norm_layer, drop_path_rate, device, dtype)
+        efficientnet_init_weights(self.blocks)
         self.eca_kernel_sizes = kernel_sizes
 
-        self.conv_stem = nn.Conv2d(in_chans, stem_size, 3, stride=2, padding=1, bias=False, **dd)
-        self.bn1 = norm_act_layer(stem_size, inplace=True, **dd)
 
-        num_blocks = sum(n for _, _, n, _ in MOBILENETV2_STAGES)
-        stages, self.feature_info = [], []
-        in_chs, reduction, block_idx = stem_size, 2, 0
-        for stage_idx, ((t, c, n, s), k) in enumerate(zip(MOBILENETV2_STAGES, kernel_sizes)):
-            blocks = []
-            for i in range(n):
-                blocks.append(EcaInvertedResidual(
-                    in_chs, c, stride=s if i == 0 else 1, exp_ratio=t, eca_kernel_size=k, act_layer=act_layer,
-                    norm_layer=norm_layer, drop_path_rate=drop_path_rate * block_idx / num_blocks, **dd))
-                in_chs = c
-                block_idx += 1
-            stages.append(nn.Sequential(*blocks))
-            reduction *= s
-            next_stride = MOBILENETV2_STAGES[stage_idx + 1][3] if stage_idx + 1 < len(MOBILENETV2_STAGES) else 2
-            if next_stride > 1:
-                self.feature_info.append(
-                    dict(stage=stage_idx + 1, reduction=reduction, module=f'blocks.{stage_idx}', num_chs=c))
-        self.blocks = nn.Sequential(*stages)
-        self.stage_ends = [f['stage'] for f in self.feature_info]
-
-        self.conv_head = nn.Conv2d(in_chs, num_features, 1, bias=False, **dd)
-        self.bn2 = norm_act_layer(num_features, inplace=True, **dd)
-        self.num_features = self.head_hidden_size = num_features
-        self.global_pool, self.classifier = create_classifier(
-            self.num_features, self.num_classes, pool_type=global_pool, **dd)
-        efficientnet_init_weights(self)
+def _eca_stages(
+        in_chs: int,
+        kernel_sizes: Tuple[int, ...],
+        act_layer: LayerType,
+        norm_layer: LayerType,
+        drop_path_rate: float,
+        device=None,
+        dtype=None,
+) -> nn.Sequential:
+    """MOBILENETV2_STAGES as ECA inverted residuals, drop path linear over blocks (as timm's builder)."""
+    num_blocks = sum(n for _, _, n, _ in MOBILENETV2_STAGES)
+    stages: List[nn.Module] = []
+    block_idx = 0
+    for (t, c, n, s), k in zip(MOBILENETV2_STAGES, kernel_sizes):
+        blocks = []
+        for i in range(n):
+            blocks.append(EcaInvertedResidual(
+                in_chs, c, stride=s if i == 0 else 1, exp_ratio=t, eca_kernel_size=k, act_layer=act_layer,
+                norm_layer=norm_layer, drop_path_rate=drop_path_rate * block_idx / num_blocks, device=device,
+                dtype=dtype))
+            in_chs = c
+            block_idx += 1
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*stages)
 
 
 def _create_eca_mobilenetv2(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaMobileNetV2:
-    return build_eca_model(
-        EcaMobileNetV2, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True), **kwargs)
+    return build_eca_model(EcaMobileNetV2, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:

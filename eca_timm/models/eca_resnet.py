@@ -3,10 +3,11 @@
 The official blocks are torchvision's ResNet blocks with an ECA layer after the last BN, before the
 residual add; timm's ResNet keeps block attention at ``.se`` in exactly that place. Each stage has its
 own ECA kernel size (the released weights were trained with hand-picked sizes: ``RELEASED_KERNEL_SIZES``).
-The blocks are timm's, with the last BN, ECA and the residual add run as one fused step
-(``layers.bn_eca_residual``): same modules, state dict and values, less time and memory.
+timm's blocks build the ECA layer themselves (``block_args=dict(attn_layer=...)`` through ``create_attn``), and
+run the last BN, ECA and the residual add as one fused step (``layers.bn_eca_residual``): same modules, state dict
+and values, less time and memory.
 """
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from timm.layers import register_notrace_module
@@ -16,9 +17,9 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from ..layers import EcaLayer, bn_eca_residual, conv_input_mean, eca_residual
 from ._builder import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from ._pretrained import pretrained_cfgs
-from ._state_dict import KeyMapping, StateDict, checkpoint_filter_fn
+from ._state_dict import CheckpointMatch, KeyMapping, StateDict
 
-__all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS', 'RESNET_KEYS']
+__all__ = ['EcaBasicBlock', 'EcaBottleneck', 'EcaResNet', 'ECA_RESNET_ARCHS', 'RESNET_KEY_MAPPING']
 
 
 # fx (timm's feature extraction) keeps the fused blocks whole, so a traced graph runs the same arithmetic as eager
@@ -94,12 +95,12 @@ ECA_RESNET_ARCHS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _remap_official_keys(state_dict: StateDict, model: Any) -> StateDict:
+def _remap_official_keys(state_dict: StateDict) -> StateDict:
     """Official ECA-ResNet keys are torchvision's with ``.eca.`` where timm's ResNet has ``.se.``."""
     return {k.replace('.eca.', '.se.'): v for k, v in state_dict.items()}
 
 
-def _describe_checkpoint(state_dict: StateDict) -> Tuple[str, Optional[str]]:
+def _match_checkpoint(state_dict: StateDict) -> CheckpointMatch:
     """Blocks per stage and block type of a ResNet checkpoint, and the registered ECA-ResNet of that depth."""
     blocks: List[int] = []
     for stage in range(1, 5):
@@ -109,12 +110,27 @@ def _describe_checkpoint(state_dict: StateDict) -> Tuple[str, Optional[str]]:
     match = next((name for name, arch in ECA_RESNET_ARCHS.items()
                   if tuple(arch['layers']) == tuple(blocks) and (arch['block'].expansion == 4) == bottleneck), None)
     kind = 'bottleneck' if bottleneck else 'basic'
-    return f'The checkpoint has {blocks} {kind} blocks per stage ({match or "no registered ECA-ResNet has that"}).', \
-        match
+    return CheckpointMatch(
+        f'The checkpoint has {blocks} {kind} blocks per stage ({match or "no registered ECA-ResNet has that"}).', match)
 
 
 # How ResNet checkpoints map onto timm's ResNet (also the CIFAR-stem study models).
-RESNET_KEYS = KeyMapping(remap=_remap_official_keys, describe=_describe_checkpoint)
+RESNET_KEY_MAPPING = KeyMapping(remap=_remap_official_keys, match=_match_checkpoint)
+
+
+def _stage_eca(stage_channels: Sequence[int], kernel_sizes: Sequence[int]) -> Callable[..., EcaLayer]:
+    """timm's ``attn_layer`` for every block: ``create_attn`` calls it with the block's output channels, which tell
+    its stage (ResNet stages differ in width), and so the stage's kernel size."""
+    by_channels: Dict[int, int] = {}
+    for chs, k in zip(stage_channels, kernel_sizes):
+        if by_channels.setdefault(chs, k) != k:
+            raise ValueError(
+                f'eca_kernel_sizes={tuple(kernel_sizes)}: stages of the same width ({chs} channels) need the same '
+                f'ECA kernel size; give them one size, or pass one odd int or "adaptive"')
+
+    def eca(channels: int, **kwargs: Any) -> EcaLayer:
+        return EcaLayer(channels, kernel_size=by_channels[channels], **kwargs)
+    return eca
 
 
 class EcaResNet(ResNet):
@@ -125,31 +141,37 @@ class EcaResNet(ResNet):
         layers: Blocks per stage.
         eca_kernel_sizes: One odd kernel size per stage, one odd int for all stages, or ``'adaptive'``
             (the paper's rule from each stage's channel count).
+        block_args: timm's extra block arguments; the attention (``attn_layer``) is ECA.
         **kwargs: Any other ``timm.models.resnet.ResNet`` argument.
     """
-    checkpoint_keys = RESNET_KEYS
+    checkpoint_key_mapping = RESNET_KEY_MAPPING
 
     def __init__(
             self,
             block: Type[Union[BasicBlock, Bottleneck]],
             layers: Tuple[int, ...],
             eca_kernel_sizes: StageKernelSizes = 3,
+            block_args: Optional[Dict[str, Any]] = None,
             **kwargs: Any,
     ) -> None:
+        if block_args and 'attn_layer' in block_args:
+            raise ValueError(f"block_args attn_layer={block_args['attn_layer']!r}: an ECA-ResNet's block attention "
+                             f"is ECA (eca_kernel_sizes sets it); for other attention use timm's ResNet")
         stage_chs = [c * block.expansion for c in kwargs.get('channels', (64, 128, 256, 512))]
         kernel_sizes = resolve_stage_kernel_sizes(eca_kernel_sizes, stage_chs)  # fail before building
-        super().__init__(block, layers, **kwargs)
-        dd = {'device': kwargs.get('device'), 'dtype': kwargs.get('dtype')}
-        for i, (chs, k) in enumerate(zip(stage_chs, kernel_sizes)):
-            for blk in getattr(self, f'layer{i + 1}'):
-                blk.se = EcaLayer(chs, kernel_size=k, **dd)
+        block_args = dict(block_args or {}, attn_layer=_stage_eca(stage_chs, kernel_sizes))
+        super().__init__(block, layers, block_args=block_args, **kwargs)
+        for blk in self.modules():
+            if isinstance(blk, (BasicBlock, Bottleneck)):
+                # parameters in eca-timm 0.1's order (ECA last in each block): optimizer states of earlier train.py
+                # runs index parameters by position, so --resume keeps working across the upgrade
+                blk._modules['se'] = blk._modules.pop('se')
         self.eca_kernel_sizes = kernel_sizes
 
 
 def _create_eca_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> EcaResNet:
     model_args = dict(ECA_RESNET_ARCHS[variant], eca_kernel_sizes=RELEASED_KERNEL_SIZES[variant])
-    return build_eca_model(
-        EcaResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **dict(model_args, **kwargs))
+    return build_eca_model(EcaResNet, variant, pretrained, **dict(model_args, **kwargs))
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:

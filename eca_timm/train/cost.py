@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .. import models as _models  # noqa: F401  (registers the plugin's models with timm)
 from .._io import atomic_write
-from .._timing import clock as make_clock, device_name, interleaved_times, make_step, summarize
+from .._timing import check_device, clock as make_clock, device_name, interleaved_times, make_step, summarize
 
 __all__ = ['ModelSpec', 'spec_from_args', 'count_cost', 'measure_throughput', 'write_cost_json', 'read_throughput']
 
@@ -101,9 +101,7 @@ def measure_throughput(
     """
     if reference not in specs:
         raise ValueError(f'reference {reference!r} is not one of the variants {list(specs)}')
-    dev = torch.device(device)
-    if clock == 'cpu' and dev.type != 'cpu':
-        raise ValueError(f"clock='cpu' misses {dev.type} kernels; use clock='wall'")
+    dev = check_device(device, clock, flag='device')
     batch_size = batch_size or specs[reference].batch_size
     timer = make_clock(clock)
     specs = {reference: specs[reference], **{k: v for k, v in specs.items() if k != reference}}

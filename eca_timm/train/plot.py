@@ -1,23 +1,25 @@
-"""``eca-timm plot``'s output: the study's figures and results.md.
+"""``eca-timm plot``: the study's figures and results.md.
 
 ``top1.png`` and ``loss.png`` are the mean ± std curves over seeds; ``per_seed.png`` shows every run's final top-1
 per variant (points, mean, 95% CI of the mean) beside each variant's difference from the baseline (95% CI and
 permutation p); ``cost.png`` puts accuracy against cost, one point per variant: GMACs, and measured training and
-inference speed when there is a measurement. matplotlib is only needed here (``pip install 'eca-timm[plot]'``).
+inference speed when there is a measurement. matplotlib and scipy are only needed here
+(``pip install 'eca-timm[plot]'``).
 """
-import json
+import argparse
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .._io import atomic_write
+from .._io import atomic_write, read_json
+from .._timing import CLOCKS, check_device
 from .cost import measure_throughput, spec_from_args, write_cost_json
 from .report import StudyReport, VariantCurves, aggregate, build_report, choose_baseline, results_markdown
-from .stats import mean_ci
+from .stats import mean_ci, require_scipy
 
-__all__ = ['plot_curves', 'plot_per_seed', 'plot_cost', 'write_plots']
+__all__ = ['plot_curves', 'plot_per_seed', 'plot_cost', 'write_plots', 'register']
 
 FIGURES = ('top1', 'loss', 'per_seed', 'cost')
 
@@ -162,17 +164,24 @@ def write_plots(
     ``cost_options``) and saves the measurement as ``study_dir/cost.json``; ``cost_json`` reads an earlier one
     instead. Without either, results.md says that throughput was not measured.
     """
+    if measure_cost and cost_json is not None:
+        raise ValueError('--measure-cost and --cost-json exclude each other')
     plt = _pyplot()
+    require_scipy()  # the statistics' extra too, before any timing
     study_dir = Path(study_dir)
     curves = aggregate(study_dir)
     paths = {key: study_dir / f'{key}.png' for key in FIGURES}
     paths['table'] = study_dir / 'results.md'
     base = choose_baseline([c.variant for c in curves], baseline)  # a wrong --baseline fails before any timing
-    measured = json.loads(Path(cost_json).read_text()) if cost_json is not None else None
+    measured = read_json(cost_json) if cost_json is not None else None
+    if measured is not None and not isinstance(measured, dict):
+        raise ValueError(f'{cost_json} is not a cost or bench JSON (an object with "results" rows)')
     if measure_cost:
         if base is None:
             raise ValueError('--measure-cost needs a baseline: no variant is named "none" (or "none_*"); name the '
                              'no-attention variant with --baseline')
+        options = cost_options or {}
+        check_device(options.get('device', 'cpu'), options.get('clock', 'wall'), flag='--cost-device')
         specs = {c.variant: spec_from_args(c.args) for c in curves}
         measured = measure_throughput(specs, base, **(cost_options or {}))
         paths['cost_json'] = study_dir / 'cost.json'
@@ -189,3 +198,44 @@ def write_plots(
     with atomic_write(paths['table']) as f:
         f.write(text.encode())
     return paths
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = dict(device=args.cost_device, batch_size=args.cost_batch_size, rounds=args.cost_rounds,
+                   clock=args.cost_clock)
+    paths = write_plots(args.study_dir, baseline=args.baseline, measure_cost=args.measure_cost,
+                        cost_json=args.cost_json, cost_options=options)
+    print(paths['table'].read_text(), end='')
+    print(f'wrote {", ".join(str(p) for p in paths.values())}')
+    return 0
+
+
+EXAMPLES = '''examples:
+  eca-timm plot runs/cifar10
+  eca-timm plot runs/cifar10 --measure-cost --cost-clock cpu
+  eca-timm plot runs/cifar10 --cost-json runs/cifar10/cost.json
+'''
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        'plot', help='report of an eca-timm study: curves, per-seed top-1, each variant vs the baseline and its cost',
+        description='Write STUDY_DIR/results.md and top1.png, loss.png, per_seed.png, cost.png: every variant\'s '
+                    'final top-1 against the no-attention baseline (difference of means, Welch 95% CI, exact '
+                    'permutation test over seeds) beside its parameters, GMACs and, when measured, throughput. '
+                    'Needs matplotlib (pip install \'eca-timm[plot]\').',
+        epilog=EXAMPLES)
+    p.add_argument('study_dir', help='the --out folder of eca-timm study')
+    p.add_argument('--baseline', default=None,
+                   help='the no-attention variant to compare with (default: the variant named none or none_*)')
+    p.add_argument('--measure-cost', action='store_true',
+                   help='time each variant\'s training step and inference on this machine (writes STUDY_DIR/cost.json)')
+    p.add_argument('--cost-json', default=None,
+                   help='throughput from an earlier --measure-cost (its cost.json) or an eca-timm bench --output')
+    p.add_argument('--cost-device', default='cpu', help="device for --measure-cost: 'cpu' or 'cuda[:N]'")
+    p.add_argument('--cost-batch-size', type=int, default=None,
+                   help='batch for --measure-cost (default: the study\'s training batch size)')
+    p.add_argument('--cost-rounds', type=int, default=5, help='interleaved timing rounds (default: 5)')
+    p.add_argument('--cost-clock', default='wall', choices=CLOCKS,
+                   help="'cpu' times process CPU time (steadier on a shared CPU machine)")
+    p.set_defaults(func=_run)

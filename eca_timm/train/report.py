@@ -6,6 +6,7 @@ top-1 with the baseline's (difference of means, Welch 95% CI, exact permutation 
 cost beside it (parameters, GMACs, measured throughput: ``cost``). ``results_markdown`` writes the answer, with
 the number of seeds and what the test assumes.
 """
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -13,8 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
-import yaml
 
+from .._io import read_yaml_mapping
 from .._summary import read_summary
 from .cost import count_cost, read_throughput, spec_from_args
 from .stats import ALPHA, Difference, compare, min_p_value
@@ -24,11 +25,14 @@ __all__ = ['VariantCurves', 'VariantCost', 'StudyReport', 'aggregate', 'choose_b
 
 CURVE_COLUMNS = ('eval_top1', 'eval_loss', 'train_loss')
 
+_logger = logging.getLogger(__name__)
+
 
 @dataclass
 class VariantCurves:
     """Per-epoch mean and sample std over a variant's runs, each run's final and best eval top-1, and its
-    train.py arguments (the first run's ``args.yaml``; empty when missing)."""
+    train.py arguments (the first run's ``args.yaml``; empty when missing); ``missing``: its run folders without a
+    summary.csv (a run that failed before its first epoch), which the numbers leave out."""
     variant: str
     runs: List[Path]
     epochs: np.ndarray
@@ -37,6 +41,7 @@ class VariantCurves:
     final_top1: Optional[np.ndarray] = None
     best_top1: Optional[np.ndarray] = None
     args: Dict[str, Any] = field(default_factory=dict)
+    missing: List[Path] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -66,27 +71,35 @@ class StudyReport:
 
 def _read_args(run: Path) -> Dict[str, Any]:
     path = run / 'args.yaml'
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return read_yaml_mapping(path, "train.py's args.yaml (its arguments)") if path.is_file() else {}
 
 
 def aggregate(study_dir: os.PathLike) -> List[VariantCurves]:
     """Mean and sample std (ddof=1; 0 for a single run) per epoch over each variant's runs.
 
     Variants are the sub-folders of ``study_dir`` with ``*/summary.csv`` runs; only epochs every run of the
-    variant has are used, and "final" is the last of those.
+    variant has are used, and "final" is the last of those. A summary.csv that is not train.py's is a ValueError
+    naming it (``read_summary``); runs without common epochs too.
     """
     study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise FileNotFoundError(f'{study_dir} is not a folder: pass the --out folder of eca-timm study')
     out = []
     for vdir in sorted(p for p in study_dir.iterdir() if p.is_dir()):
-        loaded = [(p.parent, read_summary(p)) for p in sorted(vdir.glob('*/summary.csv'))]
-        loaded = [(r, s) for r, s in loaded if s]
-        if not loaded:
+        runs = sorted(p.parent for p in vdir.glob('*/summary.csv'))
+        missing = sorted(p for p in vdir.iterdir() if p.is_dir() and p not in runs)
+        if missing:
+            _logger.warning('%s: left out, no summary.csv (no finished epoch) in %s', vdir.name,
+                            ', '.join(p.name for p in missing))
+        if not runs:
             continue
-        runs, summaries = [r for r, _ in loaded], [s for _, s in loaded]
+        summaries = [read_summary(r / 'summary.csv') for r in runs]
         epochs = np.array(sorted(set.intersection(*(set(s) for s in summaries))))
         if not len(epochs):
-            continue
-        curves = VariantCurves(vdir.name, runs, epochs, args=_read_args(runs[0]))
+            spans = ', '.join(f'{r.name}: {min(s)}-{max(s)}' for r, s in zip(runs, summaries))
+            raise ValueError(f'the runs of {vdir} have no epoch in common ({spans}): plot compares runs at the '
+                             f'same epochs')
+        curves = VariantCurves(vdir.name, runs, epochs, args=_read_args(runs[0]), missing=missing)
         ddof = 1 if len(summaries) > 1 else 0
         for col in CURVE_COLUMNS:
             values = np.array([[s[e][col] for e in epochs] for s in summaries])
@@ -197,7 +210,9 @@ def _seed_note(report: StudyReport) -> str:
     if len(set(counts.values())) == 1:
         n = next(iter(counts.values()))
         return f'**Seeds:** {n} per variant ({len(counts)} variants, {n * len(counts)} runs).'
-    return '**Seeds:** ' + ', '.join(f'{v} {n}' for v, n in counts.items()) + ' (unequal: some runs are missing).'
+    missing = [str(p.relative_to(p.parent.parent)) for c in report.curves for p in c.missing]
+    why = f'no summary.csv in {", ".join(missing)}' if missing else 'some runs are missing'
+    return '**Seeds:** ' + ', '.join(f'{v} {n}' for v, n in counts.items()) + f' (unequal: {why}).'
 
 
 def _test_notes(report: StudyReport) -> List[str]:

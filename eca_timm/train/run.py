@@ -1,47 +1,64 @@
 """Run timm's own scripts (train.py, validate.py, benchmark.py, inference.py) with the ECA models registered.
 
-``eca-timm run SCRIPT ARGS...`` (or ``python -m eca_timm.run SCRIPT ARGS...``, also under ``torchrun``) imports
-``eca_timm`` so its models are in timm's registry, then runs SCRIPT as ``__main__`` with ``ARGS`` as its
-``sys.argv``, exactly like ``python SCRIPT ARGS...``. SCRIPT is a path or a bare name (``train.py``) looked up in
-``--scripts-dir``, ``$TIMM_SCRIPTS``, then ``~/.cache/eca-timm/timm-scripts`` (``eca-timm quickstart`` fills it).
-
-Before train.py starts, its arguments are parsed with train.py's own parser and checked, so bad input fails
-at once with what to fix: a ``--config`` key train.py does not know (train.py itself silently ignores it), a
-model name missing from timm's registry, a folder dataset without its train / validation split folders (timm
-would silently train and evaluate on the whole folder).
+``eca-timm run SCRIPT ARGS...`` (or ``python -m eca_timm.run SCRIPT ARGS...``, also under ``torchrun``) runs SCRIPT
+as ``__main__`` with ``ARGS`` as its ``sys.argv``, exactly like ``python SCRIPT ARGS...``, once ``eca_timm`` is
+imported. SCRIPT is a path or a bare name (``train.py``) looked up in ``--scripts-dir``, ``$TIMM_SCRIPTS``, then
+``~/.cache/eca-timm/timm-scripts`` (``eca-timm scripts`` fills it). Before the script starts, its arguments are
+checked (``preflight``). A train.py run with ``--experiment`` holds a lock on its run folder while it trains: one
+trainer per folder, released by the OS when the process ends, however it ends.
 
 CPU multi-process training: train.py wraps the model with ``DistributedDataParallel(device_ids=[device])``,
-which PyTorch rejects for CPU modules, so ``torchrun ... train.py --device cpu`` fails upstream. Only when
-running distributed (``WORLD_SIZE`` > 1), the runner swaps ``torch.nn.parallel.DistributedDataParallel`` for a
-subclass that drops ``device_ids`` / ``output_device`` when all the module's parameters are on the CPU (what
-PyTorch asks for CPU modules), and restores the original when the script ends. GPU runs are untouched.
+which PyTorch rejects for CPU modules. When running distributed (``WORLD_SIZE`` > 1), the runner swaps
+``torch.nn.parallel.DistributedDataParallel`` for a subclass that drops ``device_ids`` / ``output_device`` for a
+module on the CPU, and restores the original when the script ends. GPU runs are untouched.
+
+Children that eca-timm commands start (the study's and the quickstart's trainers) die with their parent on Linux
+(``child_env`` / ``die_with_parent``: ``PR_SET_PDEATHSIG``), so a killed study leaves no trainer behind.
 """
 import argparse
 import contextlib
-import difflib
-import importlib
+import ctypes
 import os
 import runpy
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
+import timm
 import torch
-import yaml
 
 from .._resources import RECIPES, data_file, data_path
+from .._summary import read_summary
+from .preflight import check_run_folder, check_runnable, check_train_args, parse_script_args, run_folder, script_argv
 
 __all__ = [
-    'SCRIPT_NAMES', 'CpuDistributedDataParallel', 'TrainArgs', 'check_train_args', 'cpu_ddp_without_device_ids',
-    'default_scripts_cache', 'find_scripts_dir', 'parse_train_args', 'recipe_file', 'resolve_script', 'run_script',
+    'SCRIPT_NAMES', 'SCRIPT_FILES', 'SCRIPTS_HINT', 'TIMM_REPO_URL', 'CpuDistributedDataParallel', 'EpochProgress',
+    'child_env', 'cpu_ddp_without_device_ids', 'default_scripts_cache', 'die_with_parent', 'find_scripts_dir',
+    'offline_hint', 'recipe_file', 'resolve_script', 'run_child', 'run_folder_lock', 'run_script',
 ]
 
 SCRIPT_NAMES = ('train.py', 'validate.py', 'benchmark.py', 'inference.py')
-SCRIPTS_HINT = (
-    'timm\'s scripts are not part of the timm wheel: get them with `eca-timm scripts` (clones the release matching '
-    'your timm into ~/.cache/eca-timm/timm-scripts; it trains nothing), or offline copy train.py, validate.py, '
-    'benchmark.py and inference.py of your timm version into a folder and set TIMM_SCRIPTS to it (or pass '
-    '--scripts-dir)')
+SCRIPT_FILES = SCRIPT_NAMES + ('distributed_train.sh',)  # what `eca-timm scripts` copies from timm's repository
+TIMM_REPO_URL = 'https://github.com/huggingface/pytorch-image-models'
+# Modules timm's scripts import that eca-timm's own dependencies lack, and the extra that installs them.
+SCRIPT_EXTRAS = {'pandas': 'scripts'}
+LOCK_FILE = '.eca-timm.lock'  # in a train.py run folder: the pid of the trainer writing it
+PARENT_ENV = 'ECA_TIMM_PARENT_PID'
+POLL_S = 2.0  # seconds between reads of a running run's summary.csv
+
+
+def offline_hint(version: str = timm.__version__, repo_url: str = TIMM_REPO_URL) -> str:
+    """How to provide timm's scripts by hand (they are not in the timm wheel)."""
+    return (f'copy {", ".join(SCRIPT_FILES)} of timm v{version} ({repo_url}/tree/v{version}) into a folder and set '
+            f'TIMM_SCRIPTS to it (or pass --scripts-dir)')
+
+
+SCRIPTS_HINT = (f'timm\'s scripts are not part of the timm wheel: get them with `eca-timm scripts` (clones the '
+                f'release matching your timm into ~/.cache/eca-timm/timm-scripts; it trains nothing), or offline '
+                f'{offline_hint()}')
 
 
 def default_scripts_cache() -> Path:
@@ -113,89 +130,6 @@ def _packaged_config(argv: Sequence[str]) -> Iterator[List[str]]:
     yield argv
 
 
-@contextlib.contextmanager
-def _script_argv(script: Path, argv: Sequence[str]) -> Iterator[None]:
-    saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [str(script), *argv]
-    sys.path.insert(0, str(script.parent))  # as `python SCRIPT` does
-    try:
-        yield
-    finally:
-        sys.argv, sys.path[:] = saved_argv, saved_path
-
-
-class TrainArgs(NamedTuple):
-    """train.py's parsed arguments, its ``--config`` file and mapping (empty without one), and its parser."""
-    args: argparse.Namespace
-    config_path: str
-    config: Dict[str, Any]
-    parser: argparse.ArgumentParser
-
-
-def parse_train_args(train_py: os.PathLike, argv: Sequence[str]) -> TrainArgs:
-    """Parse ``argv`` with train.py's own ``_parse_args`` (``--config`` YAML included), without training."""
-    train_py = Path(train_py)
-    with _script_argv(train_py, argv):
-        ns = runpy.run_path(str(train_py), run_name='eca_timm_train_args')
-        if '_parse_args' not in ns or 'config_parser' not in ns:
-            raise ValueError(f'{train_py} does not look like timm\'s train.py (no _parse_args / config_parser)')
-        config_path = ns['config_parser'].parse_known_args()[0].config
-        config = {}
-        if config_path:
-            if not Path(config_path).is_file():
-                raise FileNotFoundError(f'--config {config_path}: no such recipe file')
-            with open(config_path) as f:
-                config = yaml.safe_load(f) or {}
-            if not isinstance(config, dict):
-                raise ValueError(f'--config {config_path}: a recipe must be a YAML mapping of train.py '
-                                 f'argument names to values, got {type(config).__name__}')
-        args, _ = ns['_parse_args']()
-    return TrainArgs(args, config_path, config, ns['parser'])
-
-
-def _split_missing(root: Path, split: str) -> bool:
-    from timm.data.dataset_factory import _search_split  # timm's own split lookup, synonyms included
-    return Path(_search_split(str(root), split)) == root
-
-
-def check_train_args(train_py: os.PathLike, argv: Sequence[str]) -> argparse.Namespace:
-    """Parse train.py's arguments and fail with what to fix on input train.py would accept silently or late."""
-    args, config_path, config, parser = parse_train_args(train_py, argv)
-    dests = {a.dest for a in parser._actions}
-    unknown = sorted(set(config) - dests)
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, sorted(dests), n=1)
-            hints.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
-        raise ValueError(
-            f'recipe {config_path}: unknown train.py argument(s) {", ".join(hints)}. Recipe keys are train.py '
-            f'argument names with "_" for "-" (e.g. batch_size for --batch-size); see `python train.py --help`.')
-
-    for module in args.device_modules or ():
-        importlib.import_module(module)
-    import timm
-    if ':' not in args.model and not timm.is_model(args.model):
-        close = difflib.get_close_matches(args.model, timm.list_models(), n=3)
-        hint = f' (close: {", ".join(close)})' if close else ''
-        raise ValueError(f'unknown model {args.model!r}: not in timm\'s registry{hint}. `eca-timm models` lists the '
-                         f'ECA models, `timm.list_models()` all of them; add the module defining it to device_modules.')
-
-    data_dir = args.data_dir or args.data
-    if data_dir and (not args.dataset or args.dataset.startswith('folder')):
-        root = Path(data_dir)
-        if not root.exists():
-            raise FileNotFoundError(f'dataset folder {root} does not exist (--data-dir)')
-        if root.is_dir():
-            missing = [s for s in (args.train_split, args.val_split) if s and _split_missing(root, s)]
-            if missing:
-                raise ValueError(
-                    f'dataset folder {root} has no {" / ".join(repr(s) for s in missing)} split folder: timm '
-                    f'would train and evaluate on the whole folder. Put the images in {root}/train/<class>/ and '
-                    f'{root}/validation/<class>/ (or pass --train-split / --val-split with the folder names).')
-    return args
-
-
 class CpuDistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
     """DistributedDataParallel that drops ``device_ids`` / ``output_device`` for a module living on the CPU.
 
@@ -220,54 +154,195 @@ def cpu_ddp_without_device_ids() -> Iterator[None]:
         torch.nn.parallel.DistributedDataParallel = original
 
 
-def _exec_script(path: Path, argv: Sequence[str]) -> None:
-    distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
-    with _script_argv(path, argv), (cpu_ddp_without_device_ids() if distributed else contextlib.nullcontext()):
-        runpy.run_path(str(path), run_name='__main__')
+@contextlib.contextmanager
+def run_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s trainer lock for the block (``fcntl.flock``; the OS releases it when the holder dies).
+
+    Raises ``BlockingIOError`` naming the holder's pid when another process holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, 'a+') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or '?'
+            raise BlockingIOError(f'run folder {folder} is being written by another trainer (pid {holder}): wait '
+                                  f'for it to end, or stop it') from None
+        f.seek(0)
+        f.truncate()
+        f.write(f'{os.getpid()}\n')
+        f.flush()
+        yield
+
+
+def child_env(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment for an eca-timm child process that must die with this one (see ``die_with_parent``)."""
+    return {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
+
+
+def die_with_parent() -> None:
+    """In a child started with ``child_env``: have the kernel kill this process when its parent dies (Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere nothing is done). Called first by the ``eca-timm`` executable."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith('linux'):
+        return
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0 \
+            and os.getppid() != int(parent):  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class EpochProgress:
+    """Turns the epochs that appear in a run's summary.csv into lines: ``PREFIX: epoch k/N, top-1 x (best y)``.
+
+    train.py appends one row per epoch after its evaluation, so polling the file needs no log parsing. Epochs
+    already in the file when the run is (re)launched are not reported again, but count for "best".
+    """
+
+    def __init__(self, summary: Path, epochs: int, prefix: str, say: Callable[[str], None]):
+        self.summary, self.epochs, self.prefix, self.say = summary, epochs, prefix, say
+        self.reported = set(self._rows())
+
+    def _rows(self) -> Dict[int, Dict[str, float]]:
+        try:
+            return read_summary(self.summary)
+        except (OSError, ValueError):  # not written yet, or read mid-write: the next poll sees it
+            return {}
+
+    def poll(self) -> None:
+        rows = self._rows()
+        for epoch in sorted(e for e in rows if e not in self.reported and 'eval_top1' in rows[e]):
+            best = max(rows[e]['eval_top1'] for e in rows if e <= epoch and 'eval_top1' in rows[e])
+            self.say(f'{self.prefix}: epoch {epoch + 1}/{self.epochs}, top-1 {rows[epoch]["eval_top1"]:.1f} '
+                     f'(best {best:.1f})')
+            self.reported.add(epoch)
+
+
+@contextlib.contextmanager
+def _every(seconds: float, fn: Optional[Callable[[], None]]) -> Iterator[None]:
+    """Call ``fn`` every ``seconds`` in a thread while the block runs."""
+    if fn is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(seconds):
+            fn()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_child(cmd: Sequence[str], log: Path, poll: Optional[Callable[[], None]] = None, poll_s: float = POLL_S,
+              env: Optional[Dict[str, str]] = None) -> int:
+    """Run ``cmd`` (an eca-timm child, which dies with this process) with its output appended to ``log``; call
+    ``poll`` every ``poll_s`` seconds while it runs and once after. Returns its exit status."""
+    with open(log, 'a') as f, _every(poll_s, poll):
+        rc = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=child_env(env)).returncode
+    if poll is not None:
+        poll()
+    return rc
+
+
+@contextlib.contextmanager
+def _extras_for_missing_modules(script: str) -> Iterator[None]:
+    """A module a script needs that an eca-timm extra provides: one ImportError naming the extra."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        extra = SCRIPT_EXTRAS.get((e.name or '').split('.')[0])
+        if extra is None:
+            raise
+        raise ImportError(f'timm\'s {script} needs {e.name}, which is not installed: '
+                          f'pip install \'eca-timm[{extra}]\'') from e
+
+
+@contextlib.contextmanager
+def _interrupt_reaches_the_caller() -> Iterator[None]:
+    """Ctrl-C ends the command: train.py catches KeyboardInterrupt and returns as if done, so it is raised again
+    once the script returns (train.py has saved the checkpoints of its finished epochs)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    seen = []
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if seen:
+        raise KeyboardInterrupt
 
 
 def run_script(script: os.PathLike, argv: Sequence[str] = (), scripts_dir: Optional[os.PathLike] = None) -> None:
-    """Check the arguments (train.py), then run ``script`` as ``__main__`` (``eca_timm`` is imported already)."""
+    """Check the arguments of timm's scripts (``preflight``), then run ``script`` as ``__main__`` (``eca_timm`` is
+    imported already)."""
     path = resolve_script(script, scripts_dir)
-    with _packaged_config(argv) as argv:
-        if path.name == 'train.py':
-            check_train_args(path, argv)
-        _exec_script(path, argv)
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--scripts-dir', default=None,
-                   help='folder with timm\'s scripts (default: $TIMM_SCRIPTS, then ~/.cache/eca-timm/timm-scripts)')
-    p.add_argument('script', help='a timm script: a path, or a name such as train.py or validate.py')
-    p.add_argument('args', nargs=argparse.REMAINDER, help='the script\'s own arguments')
+    with _packaged_config(argv) as argv, _extras_for_missing_modules(path.name):
+        is_train = path.name == 'train.py'
+        args = None  # a script of the user's own is run unchecked: it might do its work at import
+        if path.name in SCRIPT_NAMES:
+            args = check_train_args(path, argv) if is_train else parse_script_args(path, argv)
+        if args is not None:
+            check_runnable(path.name, args)
+        folder = run_folder(args) if is_train and int(os.environ.get('RANK', '0')) == 0 else None
+        if folder is not None:
+            check_run_folder(args)
+        with run_folder_lock(folder) if folder is not None else contextlib.nullcontext():
+            if folder is not None:
+                check_run_folder(args)  # again under the lock: another trainer may have written it meanwhile
+            distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
+            with script_argv(path, argv), _interrupt_reaches_the_caller(), \
+                    cpu_ddp_without_device_ids() if distributed else contextlib.nullcontext():
+                runpy.run_path(str(path), run_name='__main__')
 
 
 def _run(args: argparse.Namespace) -> int:
-    with _packaged_config(args.args) as argv:
-        try:
-            path = resolve_script(args.script, args.scripts_dir)
-            if path.name == 'train.py':
-                check_train_args(path, argv)
-        except (FileNotFoundError, ValueError) as e:
-            print(f'eca-timm run: error: {e}', file=sys.stderr)
-            return 2
-        _exec_script(path, argv)
+    if args.script is None:
+        raise ValueError(f'name the timm script to run ({", ".join(SCRIPT_NAMES)}) and its arguments, e.g. '
+                         f'eca-timm run train.py --config train_configs/fashion_mnist/eca_resnet18_cifar.yaml '
+                         f'--data-dir DIR')
+    run_script(args.script, args.args, args.scripts_dir)
     return 0
+
+
+EXAMPLES = '''examples:
+  eca-timm run train.py --config train_configs/fashion_mnist/eca_resnet18_cifar.yaml --data-dir DATA
+  eca-timm run validate.py --model local-dir:hub/my_model --pretrained --data-dir DATA --device cpu
+  torchrun --nproc_per_node 8 -m eca_timm.run train.py --config train_configs/imagenet/eca_resnet50_paper.yaml
+'''
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         'run', help='run a timm script (train.py, validate.py, ...) with the ECA models registered',
-        description=__doc__.split('\n\n')[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(p)
-    p.set_defaults(func=_run)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m eca_timm.run', description=__doc__.split('\n\n')[1])
-    _add_arguments(parser)
-    return _run(parser.parse_args(argv))
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+        description='Run one of timm\'s scripts (train.py, validate.py, benchmark.py, inference.py) exactly as '
+                    '"python SCRIPT ARGS" would, with the ECA models in timm\'s registry. SCRIPT is a path or a '
+                    'bare name looked up in --scripts-dir, $TIMM_SCRIPTS, then ~/.cache/eca-timm/timm-scripts '
+                    '(eca-timm scripts fills it). Its arguments are checked first: the recipe\'s keys and value '
+                    'types, the model, the data, the device, the checkpoints, and an --experiment folder that '
+                    'already holds a run. "python -m eca_timm.run" is the same command, also under torchrun.',
+        epilog=EXAMPLES)
+    p.add_argument('--scripts-dir', default=None,
+                   help='folder with timm\'s scripts (default: $TIMM_SCRIPTS, then ~/.cache/eca-timm/timm-scripts)')
+    p.add_argument('script', nargs='?', help='a timm script: a path, or a name such as train.py or validate.py')
+    p.add_argument('args', nargs=argparse.REMAINDER, help='the script\'s own arguments')
+    p.set_defaults(func=_run, configures_logging=True)  # timm's scripts set up their own logging

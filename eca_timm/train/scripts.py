@@ -8,26 +8,15 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import timm
 
-from .run import SCRIPT_NAMES, default_scripts_cache, find_scripts_dir
+from .run import SCRIPT_FILES, TIMM_REPO_URL, default_scripts_cache, find_scripts_dir, offline_hint
 
-__all__ = ['EXTRA_SCRIPTS', 'TIMM_REPO_URL', 'fetch_scripts', 'offline_hint', 'register']
-
-TIMM_REPO_URL = 'https://github.com/huggingface/pytorch-image-models'
-EXTRA_SCRIPTS = ('distributed_train.sh',)
-
-
-def offline_hint(version: str = timm.__version__, repo_url: str = TIMM_REPO_URL) -> str:
-    """How to provide the scripts without network access to GitHub."""
-    return (f'on a machine with access, copy {", ".join(SCRIPT_NAMES + EXTRA_SCRIPTS)} of timm v{version} '
-            f'({repo_url}/tree/v{version}) into a folder, bring it here and set TIMM_SCRIPTS to it (or pass '
-            f'--scripts-dir)')
+__all__ = ['fetch_scripts', 'register']
 
 
 def fetch_scripts(dest: Optional[os.PathLike] = None, version: str = timm.__version__,
@@ -39,22 +28,21 @@ def fetch_scripts(dest: Optional[os.PathLike] = None, version: str = timm.__vers
     """
     dest = Path(dest) if dest else default_scripts_cache()
     if shutil.which('git') is None:
-        raise RuntimeError(f'git is needed to fetch timm\'s scripts; or {offline_hint(version, repo_url)}')
+        raise FileNotFoundError(f'git is needed to fetch timm\'s scripts; or {offline_hint(version, repo_url)}')
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         clone = Path(tmp) / 'repo'
         proc = subprocess.run(['git', 'clone', '--quiet', '--depth', '1', '--branch', f'v{version}', repo_url,
                                str(clone)], capture_output=True, text=True)
         if proc.returncode != 0:
-            reason = (proc.stderr.strip().splitlines() or ['git clone failed'])[-1]
-            raise RuntimeError(
-                f'could not clone {repo_url} at tag v{version} (the installed timm): {reason}. Offline? '
-                f'{offline_hint(version, repo_url)[0].upper()}{offline_hint(version, repo_url)[1:]}')
+            reason = (proc.stderr.strip().splitlines() or ['git clone failed'])[-1].rstrip('.')
+            raise OSError(f'could not clone {repo_url} at tag v{version} (the installed timm): {reason}. Offline? '
+                          f'On a machine with access, {offline_hint(version, repo_url)}')
         staged = Path(tmp) / 'scripts'
         staged.mkdir()
-        for name in SCRIPT_NAMES + EXTRA_SCRIPTS:
+        for name in SCRIPT_FILES:
             if not (clone / name).is_file():
-                raise RuntimeError(f'{repo_url} at v{version} has no {name}')
+                raise FileNotFoundError(f'{repo_url} at v{version} has no {name}')
             shutil.copy2(clone / name, staged / name)
         if dest.exists():
             shutil.rmtree(dest)
@@ -67,11 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     if found is not None and not args.refresh:
         print(f'timm scripts: {found}')
         return 0
-    try:
-        dest = fetch_scripts(args.dest, repo_url=args.repo_url)
-    except RuntimeError as e:
-        print(f'eca-timm scripts: error: {e}', file=sys.stderr)
-        return 2
+    dest = fetch_scripts(args.dest, repo_url=args.repo_url)
     print(f'timm scripts of timm v{timm.__version__}: {dest}')
     return 0
 
@@ -79,9 +63,13 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         'scripts', help="find or fetch timm's train.py / validate.py / benchmark.py / inference.py",
-        description=__doc__.split('\n\n')[0].replace('``', "'"))
+        description='Find timm\'s train.py, validate.py, benchmark.py and inference.py for the installed timm '
+                    '(they are not in the timm wheel) where eca-timm run looks for them, or fetch them: a shallow '
+                    'clone of the timm release tag matching the installed timm, of which only the scripts are kept '
+                    'in the cache. It trains nothing.',
+        epilog='examples:\n  eca-timm scripts\n  eca-timm scripts --refresh')
     p.add_argument('--scripts-dir', default=None, help='look here first (then $TIMM_SCRIPTS, then the cache)')
     p.add_argument('--dest', default=str(default_scripts_cache()), help='where to fetch them to')
     p.add_argument('--refresh', action='store_true', help='fetch again even where they are found')
     p.add_argument('--repo-url', default=TIMM_REPO_URL, help="timm's git repository")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, interrupted_note='nothing written')

@@ -1,23 +1,33 @@
 """Statistics of the attention study: is a variant's final top-1 different from the baseline's, across seeds?
 
-The test is an exact two-sample permutation test of the difference of means: it needs no distribution, only
-that the runs of the two variants would be exchangeable if the variant made no difference, and with a handful of
-seeds every split of the runs can be enumerated. The confidence interval is Welch's t-interval of the difference
-of means (normal runs, variances not assumed equal). Both are written here with numpy and ``math`` alone: the
-t quantile comes from the regularized incomplete beta function, so scipy is not needed.
+The test is scipy's exact two-sample permutation test of the difference of means (``scipy.stats.permutation_test``):
+it needs no distribution, only that the runs of the two variants would be exchangeable if the variant made no
+difference, and with a handful of seeds every split of the runs can be enumerated. The confidence interval is
+Welch's t-interval of the difference of means (``scipy.stats.ttest_ind(equal_var=False)``: normal runs, variances
+not assumed equal). scipy is imported on first use, so that training needs only what the report does not
+(``pip install 'eca-timm[plot]'``).
 """
-import itertools
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['Difference', 'permutation_test', 'min_p_value', 't_cdf', 't_ppf', 'mean_ci', 'welch_ci', 'compare']
+__all__ = ['Difference', 'permutation_test', 'min_p_value', 'mean_ci', 'welch_ci', 'compare', 'require_scipy']
 
 MAX_SPLITS = 200_000  # enumerate every split up to this many (10 + 10 seeds: 184,756); sample beyond
 MC_SPLITS = 100_000  # random splits when enumerating is not feasible
 ALPHA = 0.05
+
+
+def require_scipy() -> Any:
+    """``scipy.stats``, or an ImportError saying which extra provides it."""
+    try:
+        from scipy import stats
+    except ImportError as e:
+        raise ImportError("the study report's statistics need scipy: pip install 'eca-timm[plot]'") from e
+    return stats
 
 
 @dataclass
@@ -47,79 +57,44 @@ def min_p_value(n_a: int, n_b: int) -> float:
     return (2 if n_a == n_b else 1) / math.comb(n_a + n_b, n_a)
 
 
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
 def permutation_test(a: Sequence[float], b: Sequence[float], max_splits: int = MAX_SPLITS,
-                     seed: int = 0) -> Tuple[float, int, bool]:
+                     n_resamples: int = MC_SPLITS, seed: int = 0) -> Tuple[float, int, bool]:
     """Two-sided permutation test of mean(a) - mean(b): (p-value, splits counted, exact).
 
-    The p-value is the fraction of the splits of the pooled runs into groups of len(a) and len(b) whose
-    |difference of means| is at least the observed one (ties within 1e-9 relative count as extreme). When there
-    are more than ``max_splits`` splits, ``MC_SPLITS`` random ones are drawn and p = (hits + 1) / (draws + 1).
+    scipy enumerates the splits of the pooled runs into groups of len(a) and len(b) (with more than ``max_splits``
+    of them, it draws ``n_resamples`` random ones); p is the share of splits whose |difference of means| is at least
+    the observed one, or (hits + 1) / (draws + 1) for random splits. Differences within 1e-9 of the observed one
+    count as ties: scipy's own p allows only 100 float eps relative to the difference, less than the rounding error
+    of means of top-1 values near 95, so it would count an exact tie as less extreme and give too small a p.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    pooled, k = np.concatenate([a, b]), len(a)
-    n = len(pooled)
-    observed = abs(a.mean() - b.mean())
-    total = math.comb(n, k)
-    if total <= max_splits:
-        masks = np.zeros((total, n), dtype=bool)
-        masks[np.repeat(np.arange(total), k), np.fromiter(itertools.chain.from_iterable(
-            itertools.combinations(range(n), k)), dtype=int, count=total * k)] = True
-    else:
-        rng = np.random.default_rng(seed)
-        masks = np.argsort(rng.random((MC_SPLITS, n)), axis=1) < k
-    sum_a = masks @ pooled
-    stats = np.abs(sum_a / k - (pooled.sum() - sum_a) / (n - k))
-    hits = int(np.sum(stats >= observed - 1e-9 * max(1.0, observed)))
-    if total <= max_splits:
-        return hits / total, total, True
-    return (hits + 1) / (MC_SPLITS + 1), MC_SPLITS, False
+    stats = require_scipy()
+    total = math.comb(len(a) + len(b), len(a))
+    res = stats.permutation_test(
+        (np.asarray(a, dtype=float), np.asarray(b, dtype=float)), _mean_difference, permutation_type='independent',
+        vectorized=True, n_resamples=math.inf if total <= max_splits else n_resamples,
+        random_state=np.random.default_rng(seed))
+    observed = abs(float(res.statistic))
+    splits = np.abs(res.null_distribution)
+    hits = int(np.count_nonzero(splits >= observed - 1e-9 * max(1.0, observed)))
+    exact = len(splits) == total
+    return (hits / total if exact else (hits + 1) / (len(splits) + 1)), len(splits), exact
 
 
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b), by its continued fraction (Numerical Recipes' betacf, Lentz)."""
-    if x <= 0.0 or x >= 1.0:
-        return 0.0 if x <= 0.0 else 1.0
-    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast only below the mean; use the symmetry
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return front * h / a
+def _t_interval(result: Any, level: float) -> Tuple[float, float]:
+    ci = result.confidence_interval(confidence_level=level)
+    return float(ci.low), float(ci.high)
 
 
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_ppf(q: float, df: float) -> float:
-    """The ``q`` quantile (0 < q < 1) of Student's t with ``df`` degrees of freedom, by bisection on ``t_cdf``."""
-    if not 0.0 < q < 1.0:
-        raise ValueError(f'quantile must be in (0, 1), got {q}')
-    if q < 0.5:
-        return -t_ppf(1.0 - q, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < q:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+def _quiet_t_test(test: Any, *samples: np.ndarray, **kwargs: Any) -> Any:
+    """``test(*samples)`` without scipy's precision-loss warning for runs that ended alike (a zero spread is exact
+    here: top-1 is a count of images)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Precision loss occurred', category=RuntimeWarning)
+        return test(*samples, **kwargs)
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Optional[Tuple[float, float]]:
@@ -127,8 +102,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Optional[Tuple[floa
     x = np.asarray(values, dtype=float)
     if len(x) < 2:
         return None
-    half = t_ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean() - half), float(x.mean() + half)
+    return _t_interval(_quiet_t_test(require_scipy().ttest_1samp, x, popmean=0.0), level)
 
 
 def welch_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Optional[Tuple[float, float]]:
@@ -136,13 +110,7 @@ def welch_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Opt
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2 or len(b) < 2:
         return None
-    diff = float(a.mean() - b.mean())
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0.0:  # every run of both groups ended alike: no spread to widen the interval
-        return diff, diff
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = t_ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
-    return diff - half, diff + half
+    return _t_interval(_quiet_t_test(require_scipy().ttest_ind, a, b, equal_var=False), level)
 
 
 def compare(variant: str, values: Sequence[float], baseline: str, base_values: Sequence[float]) -> Difference:

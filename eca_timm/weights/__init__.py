@@ -1,2 +1,3 @@
 """Weights: official checkpoints converted (``convert``), trained runs published to the Hugging Face Hub
-(``publish``), their folders (``hub_folder``) and model cards (``card``)."""
+(``publish``), the official releases (``release``); the source files they read (``checkpoint``), their folders
+(``hub_folder``), model cards (``card``), the manifest's write side (``manifest``) and uploads (``upload``)."""

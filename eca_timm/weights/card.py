@@ -1,20 +1,52 @@
-"""Model cards of published weights: YAML metadata, model details and stats, usage, results, recipe, citation."""
+"""Model cards of published weights: what a Hub folder says about its weights (``WeightsInfo``), rendered from
+``hub/model_card.md`` with huggingface_hub's ``ModelCard.from_template`` (metadata from ``ModelCardData``)."""
 import copy
-import string
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..models._pretrained import hub_data
+from .._resources import HUB_DATA, data_path
+from ..models import did_you_mean
 
-__all__ = ['RECIPE_KEYS', 'effective_recipe', 'render_model_card']
+__all__ = ['HUB_LICENSES', 'RECIPE_KEYS', 'WeightsInfo', 'check_card_fields', 'effective_recipe',
+           'render_model_card']
 
 # train.py arguments a card lists under "Training recipe" (from args.yaml).
 RECIPE_KEYS = (
-    'pretrained_path', 'initial_checkpoint', 'epochs', 'batch_size', 'opt', 'lr', 'lr_base', 'momentum', 'weight_decay', 'sched', 'warmup_epochs', 'decay_epochs',
-    'decay_rate', 'smoothing', 'aa', 'mixup', 'cutmix', 'drop', 'drop_path', 'model_ema', 'model_ema_decay',
-    'reprob', 'amp', 'img_size', 'input_size', 'seed')
+    'pretrained_path', 'initial_checkpoint', 'epochs', 'batch_size', 'opt', 'lr', 'lr_base', 'momentum', 'weight_decay',
+    'sched', 'warmup_epochs', 'decay_epochs', 'decay_rate', 'smoothing', 'aa', 'mixup', 'cutmix', 'drop', 'drop_path',
+    'model_ema', 'model_ema_decay', 'reprob', 'amp', 'img_size', 'input_size', 'seed')
+
+# The license identifiers a Hub card takes (huggingface.co/docs/hub/repositories-licenses).
+HUB_LICENSES = frozenset((
+    'apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m '
+    'afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 '
+    'cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0 '
+    'cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0 '
+    'cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 agpl-3.0 gfdl gpl '
+    'gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc lppl-1.3c ms-pl mpl-2.0 odc-by odbl openrail++ osl-3.0 postgresql '
+    'ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license llama2 gemma unknown other').split())
+
+
+@dataclass
+class WeightsInfo:
+    """What a Hub folder says about its weights: its card, config.json's pretrained cfg, its manifest entry."""
+    tag: Optional[str] = None  # the pretrained tag: timm lists the weights as <architecture>.<tag>
+    license: str = 'mit'
+    dataset: Optional[str] = None  # Hub dataset id of the training and evaluation data
+    eval_split: str = 'validation'  # the split of ``dataset`` the metrics were measured on
+    data_note: Optional[str] = None  # what the data was beyond its name: subset, image counts
+    metrics: Optional[Dict[str, Any]] = None  # top1, top5, provenance: measured on exactly these weights
+    results_note: Optional[str] = None  # the Results section when there are no metrics
+    source: Dict[str, Any] = field(default_factory=dict)  # the source checkpoint: file, sha256, url
+    recipe: Optional[Dict[str, Any]] = None  # train.py's args.yaml (local paths reduced to file names)
+    recipe_text: Optional[str] = None  # the recipe in words, when there is no args.yaml
+    intended_use: Optional[str] = None  # the intended use / limitations paragraph (default: from the fields)
+    base_model: Optional[str] = None  # the Hub repo training started from
+    label_names: Optional[List[str]] = None
+    data_config: Optional[Dict[str, Any]] = None  # timm's preprocessing of these weights (args.yaml's)
 
 
 def _in_chans(model: nn.Module) -> int:
@@ -37,22 +69,37 @@ def _compute(model: nn.Module, img_size: int) -> Tuple[int, float]:
     return params, counter.get_total_flops() / 2e9
 
 
-def _card_metadata(name: str, license: str, dataset: Optional[str], metrics: Optional[Dict[str, Any]], eca: bool,
-                   base_model: Optional[str]) -> str:
-    """The card's YAML front matter, from huggingface_hub's ``ModelCardData`` (the model-index from ``EvalResult``)."""
+def check_card_fields(dataset: Optional[str], license: Optional[str], origin: str = '--dataset') -> None:
+    """Refuse a dataset id or license the card metadata cannot carry (a YAML injection, a typo) before any work."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    if dataset is not None:
+        try:
+            validate_repo_id(dataset)
+        except HFValidationError as e:
+            raise ValueError(f'{origin} {dataset!r} is not a Hub dataset id (NAME or ORG/NAME, e.g. cifar10 or '
+                             f'zalando-datasets/fashion_mnist): {" ".join(str(e).split())}') from e
+    if license is not None and license not in HUB_LICENSES:
+        raise ValueError(f'--license {license!r} is not a license identifier the Hub knows'
+                         + did_you_mean(license, HUB_LICENSES, n=3)
+                         + '; see huggingface.co/docs/hub/repositories-licenses, or pass other')
+
+
+def _card_data(name: str, info: WeightsInfo, eca: bool) -> Any:
+    """huggingface_hub's ``ModelCardData``: the model-index comes from ``EvalResult``s of the weights' own metrics."""
     from huggingface_hub import EvalResult, ModelCardData
     eval_results = None
-    if metrics:
+    if info.metrics:
+        dataset = info.dataset or 'custom'
         eval_results = [EvalResult(
-            task_type='image-classification', task_name='Image Classification', dataset_type=dataset or 'custom',
-            dataset_name=dataset or 'custom', dataset_split='validation', metric_type='accuracy',
-            metric_name=f'Top-{k} Accuracy', metric_value=float(metrics[f'top{k}'])) for k in (1, 5)]
-    data = ModelCardData(
-        library_name='timm', pipeline_tag='image-classification', license=license,
+            task_type='image-classification', task_name='Image Classification', dataset_type=dataset,
+            dataset_name=dataset, dataset_split=info.eval_split, metric_type='accuracy',
+            metric_name=f'Top-{k} Accuracy', metric_value=float(info.metrics[f'top{k}'])) for k in (1, 5)]
+    return ModelCardData(
+        library_name='timm', pipeline_tag='image-classification', license=info.license,
         tags=['image-classification', 'timm', 'eca-timm'] + (['eca-net'] if eca else []),
-        datasets=[dataset] if dataset else None, base_model=base_model,
+        datasets=[info.dataset] if info.dataset else None, base_model=info.base_model,
         model_name=name if eval_results else None, eval_results=eval_results)
-    return data.to_yaml() + '\n'
 
 
 def effective_recipe(recipe: Dict[str, Any]) -> Dict[str, Any]:
@@ -73,40 +120,41 @@ def effective_recipe(recipe: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def render_model_card(
-        model: nn.Module,
-        repo_id: str,
-        metrics: Optional[Dict[str, Any]] = None,
-        dataset: Optional[str] = None,
-        license: str = 'mit',
-        source: Optional[Dict[str, Any]] = None,
-        recipe: Optional[Dict[str, Any]] = None,
-        recipe_text: Optional[str] = None,
-        results_note: Optional[str] = None,
-        input_size: Optional[Tuple[int, int, int]] = None,
-        base_model: Optional[str] = None,
-) -> str:
-    """The README.md of a Hub repo, from ``hub/model_card.md``: YAML metadata, details, usage, results, citation."""
+def _intended_use(model: nn.Module, info: WeightsInfo, size: str) -> str:
+    classes = f'the {model.num_classes} classes of {info.dataset}' if info.dataset else \
+        f'{model.num_classes} classes (the card does not name the data)'
+    measured = (f'the results below hold for {info.dataset or "the evaluation data"} ({info.eval_split}) at {size}, '
+                f'not for other data' if info.metrics else 'no results are recorded for these weights')
+    return (f'Image classification into {classes}, and a backbone for feature extraction or fine-tuning (see Model '
+            f'Usage). Limitations: the weights know only what their training data shows (its classes, image styles '
+            f'and biases); {measured}. Check them on your own data before relying on them.')
+
+
+def render_model_card(model: nn.Module, repo_id: str, info: WeightsInfo, local_dir: Optional[str] = None) -> str:
+    """The README.md of a Hub repo, from ``hub/model_card.md``: metadata, details, intended use, recipe, usage,
+    results, citation. ``local_dir``: the folder is not on the Hub yet; its usage loads it from there."""
+    from huggingface_hub import ModelCard
     cfg = model.pretrained_cfg
-    input_size = tuple(input_size or cfg.get('input_size', (3, 224, 224)))
+    input_size = tuple((info.data_config or {}).get('input_size') or cfg.get('input_size', (3, 224, 224)))
     params, gmacs = _compute(model, input_size[-1])
     name = repo_id.split('/')[-1]
-    if recipe:
-        recipe_md = '\n'.join(f'- {k}: `{v}`' for k, v in effective_recipe(recipe).items())
+    if info.recipe:
+        recipe_md = '\n'.join(f'- {k}: `{v}`' for k, v in effective_recipe(info.recipe).items())
         recipe_md = f'timm `train.py` arguments (from args.yaml):\n\n{recipe_md}'
     else:
-        recipe_md = recipe_text or 'Not recorded.'
-    if metrics:
+        recipe_md = info.recipe_text or 'Not recorded.'
+    dataset = info.dataset or 'custom'
+    if info.metrics:
         results = (
             f"| dataset | top-1 | top-5 | provenance |\n|---|---:|---:|---|\n"
-            f"| {dataset or 'custom'} (validation) | {float(metrics['top1']):.2f} | {float(metrics['top5']):.2f} "
-            f"| {metrics.get('provenance', '')} |")
+            f"| {dataset} ({info.eval_split}) | {float(info.metrics['top1']):.2f} | "
+            f"{float(info.metrics['top5']):.2f} | {info.metrics.get('provenance', '')} |")
     else:
-        results = results_note or 'No evaluation results recorded for these weights.'
-    src = 'trained with timm `train.py`'
-    if source:
-        src = f"`{source.get('file', '?')}`" + (f" (sha256 `{source['sha256']}`)" if source.get('sha256') else '')
-        src += f", {source['url']}" if source.get('url') else ''
+        results = info.results_note or 'No evaluation results recorded for these weights.'
+    source = info.source or {}
+    src = f"`{source.get('file', '?')}`" if source else 'trained with timm `train.py`'
+    src += f" (sha256 `{source['sha256']}`)" if source.get('sha256') else ''
+    src += f", {source['url']}" if source.get('url') else ''
     eca = bool(getattr(model, 'eca_kernel_sizes', None))
     if eca:
         description = (
@@ -117,12 +165,18 @@ def render_model_card(
         description = (
             f'Image classification weights for `{cfg.get("architecture")}`, a baseline of the eca-timm attention '
             f'study (no ECA), for timm via the `eca_timm` plugin.')
-    template = string.Template((hub_data() / 'model_card.md').read_text(encoding='utf-8'))
-    return template.substitute(
-        metadata=_card_metadata(name, license, dataset, metrics, eca, base_model), repo_name=name, repo_id=repo_id,
-        description=description, architecture=cfg.get('architecture'),
-        kernel_sizes=', '.join(map(str, getattr(model, 'eca_kernel_sizes', ()))) or 'none (a study baseline)',
-        params_m=f'{params / 1e6:.2f}',
-        gmacs=f'{gmacs:.2f}', img_size=input_size[-1], input_size=' x '.join(map(str, input_size)),
-        num_classes=model.num_classes, dataset=dataset or 'custom', source=src, recipe=recipe_md, results=results,
-        img_mode='L' if _in_chans(model) == 1 else 'RGB')
+    in_chans = _in_chans(model)
+    size = ' x '.join(map(str, input_size[1:]))
+    with data_path(HUB_DATA, 'model_card.md') as template:
+        card = ModelCard.from_template(
+            _card_data(name, info, eca), template_path=str(template), repo_name=name, description=description,
+            architecture=cfg.get('architecture'),
+            kernel_sizes=', '.join(map(str, getattr(model, 'eca_kernel_sizes', ()))) or 'none (a study baseline)',
+            params_m=f'{params / 1e6:.2f}', gmacs=f'{gmacs:.2f}', img_size=input_size[-1],
+            input_size=' x '.join(map(str, input_size)), num_classes=model.num_classes,
+            data=(info.dataset or 'not recorded') + (f' ({info.data_note})' if info.data_note else ''),
+            source=src, recipe=recipe_md, results=results,
+            intended_use=info.intended_use or _intended_use(model, info, size),
+            local_dir=local_dir, timm_id=f'local-dir:{local_dir}' if local_dir else f'hf-hub:{repo_id}',
+            hf_id=local_dir or repo_id, in_chans=in_chans, img_mode='L' if in_chans == 1 else 'RGB')
+    return str(card)

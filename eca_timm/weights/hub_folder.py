@@ -1,21 +1,27 @@
-"""Hub-ready folders (model.safetensors, timm's config.json, README.md) and the write side of the manifest."""
-import json
+"""Hub-ready folders: model.safetensors, timm's config.json (which transformers reads too) and the README.md card."""
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional
 
 from torch import nn
 
-from .._io import atomic_dir, atomic_write
-from .._resources import checkout_dir
-from ..models._pretrained import load_manifest, metrics_line
-from .card import effective_recipe, render_model_card
+from .._io import atomic_dir, check_writable, read_json, write_json
+from ..models._pretrained import metrics_line
+from .card import WeightsInfo, render_model_card
 
-__all__ = ['check_out_dir', 'checkout_manifest', 'dataset_label_names', 'record_in_manifest', 'write_hub_folder',
-           'write_manifest']
+__all__ = ['HUB_FILES', 'SOURCE_KEY', 'check_out_dir', 'dataset_label_names', 'folder_source', 'write_hub_folder']
+
+# Every file eca-timm writes in a Hub folder; a write with --force removes those of an earlier write it does not
+# write itself (a converted folder keeps no train_hparams.yaml of an earlier publish).
+HUB_FILES = ('README.md', 'config.json', 'model.safetensors', 'train_hparams.yaml')
+# config.json's own key (timm and transformers ignore it): the source checkpoint of the weights (file, sha256, url).
+SOURCE_KEY = 'eca_timm'
+# Pretrained cfg fields of the registry tag a model was built from that do not describe the exported weights.
+_REGISTRY_FIELDS = ('tag', 'description', 'notes', 'label_names', 'label_descriptions')
 
 
 def check_out_dir(out: Path, force: bool, sources: Iterable[Path] = ()) -> None:
-    """Refuse an ``--out`` that is the working directory or holds a source, and an existing one unless forced.
+    """Refuse, before any work, an ``--out`` that cannot be written, is the working directory or holds a source,
+    and an existing one unless forced.
 
     With ``force`` only the files the command writes are replaced (``write_hub_folder``); nothing else is deleted.
     """
@@ -28,59 +34,58 @@ def check_out_dir(out: Path, force: bool, sources: Iterable[Path] = ()) -> None:
         src = Path(src).resolve()
         if src == where or where in src.parents:
             raise ValueError(f'--out {out} holds the source {src}: pass a separate folder for the Hub files')
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f'--out {out} is a file: pass a folder')
+    check_writable(out, '--out', folder=True)
     if out.exists() and not force:
         raise FileExistsError(f'{out} exists; pass --force to replace the files this command writes in it')
 
 
-def write_hub_folder(
-        model: nn.Module,
-        out: Path,
-        repo_id: str,
-        tag: Optional[str] = None,
-        metrics: Optional[Dict[str, Any]] = None,
-        dataset: Optional[str] = None,
-        license: str = 'mit',
-        source: Optional[Dict[str, Any]] = None,
-        recipe: Optional[Dict[str, Any]] = None,
-        recipe_text: Optional[str] = None,
-        results_note: Optional[str] = None,
-        label_names: Optional[List[str]] = None,
-        data_config: Optional[Dict[str, Any]] = None,
-        base_model: Optional[str] = None,
-        force: bool = False,
-) -> Path:
-    """Write model.safetensors, timm's config.json and README.md to ``out`` via a temp folder and a rename; an
-    existing ``out`` (``force``) keeps every other file."""
+def _export_config(path: Path, info: WeightsInfo) -> None:
+    """timm's config.json as transformers loads it too, describing these weights rather than the registry tag.
+
+    ``save_for_hf`` (timm 1.0.31) records ``num_classes`` in ``model_args`` as well; transformers' TimmWrapper passes
+    its own ``num_classes`` beside them, which fails ("got multiple values"). timm builds the head from the top-level
+    ``num_classes`` (into the pretrained cfg), so ``model_args`` need not repeat it.
+    """
+    config = read_json(path)
+    config.get('model_args', {}).pop('num_classes', None)
+    cfg = config['pretrained_cfg']
+    for key in _REGISTRY_FIELDS:
+        cfg.pop(key, None)
+    if info.tag:
+        cfg['tag'] = info.tag
+    cfg['license'] = info.license
+    if info.metrics:
+        cfg['description'] = f"{info.dataset or ''} {metrics_line(info.metrics)}".strip()
+    if info.source:
+        config[SOURCE_KEY] = {'source': {k: v for k, v in info.source.items() if k in ('file', 'sha256', 'url')}}
+    write_json(path, config)
+
+
+def folder_source(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The source checkpoint (file, sha256, url) a Hub folder's config.json records, or {}."""
+    return dict((config.get(SOURCE_KEY) or {}).get('source') or {})
+
+
+def write_hub_folder(model: nn.Module, out: Path, repo_id: str, info: WeightsInfo, force: bool = False,
+                     local_dir: Optional[str] = None) -> Path:
+    """Write model.safetensors, timm's config.json and README.md (and the run's train_hparams.yaml) to ``out`` via a
+    temp folder; an existing ``out`` (``force``) keeps every file eca-timm does not write. ``local_dir``: the card's
+    usage loads the folder from there (it is not on the Hub)."""
     from timm.models import save_for_hf
     out = Path(out)
     check_out_dir(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The exported pretrained cfg describes these weights, not the registry tag the model was built from.
-    cfg = {k: v for k, v in model.pretrained_cfg.items()
-           if k not in ('description', 'notes', 'hf_hub_id', 'file', 'url', 'source', 'state_dict', 'label_names',
-                        'label_descriptions')}
-    cfg.update(tag=tag, license=license)
-    if metrics:
-        cfg['description'] = f"{dataset or ''} {metrics_line(metrics)}".strip()
-    model_config = {'label_names': list(label_names)} if label_names else None
     model_args = {'eca_kernel_sizes': list(model.eca_kernel_sizes)} if hasattr(model, 'eca_kernel_sizes') else None
-    source_cfg, model.pretrained_cfg = model.pretrained_cfg, cfg
-    try:
-        with atomic_dir(out, merge=True) as tmp:
-            save_for_hf(
-                model, tmp, model_config=model_config, model_args=model_args,
-                safe_serialization=True, data_config=data_config)
-            (tmp / 'README.md').write_text(render_model_card(
-                model, repo_id, metrics=metrics, dataset=dataset, license=license, source=source, recipe=recipe,
-                recipe_text=recipe_text, results_note=results_note, input_size=(data_config or {}).get('input_size'),
-                base_model=base_model), encoding='utf-8')
-            if recipe:  # the run's arguments, as timm uploads them
-                import yaml
-                (tmp / 'train_hparams.yaml').write_text(yaml.safe_dump(recipe, sort_keys=False), encoding='utf-8')
-    finally:
-        model.pretrained_cfg = source_cfg
+    with atomic_dir(out, merge=True) as tmp:
+        save_for_hf(model, tmp, model_config={'label_names': list(info.label_names)} if info.label_names else None,
+                    model_args=model_args, safe_serialization=True, data_config=info.data_config)
+        _export_config(tmp / 'config.json', info)
+        (tmp / 'README.md').write_text(render_model_card(model, repo_id, info, local_dir=local_dir), encoding='utf-8')
+        if info.recipe:  # the run's arguments, as timm uploads them
+            import yaml
+            (tmp / 'train_hparams.yaml').write_text(yaml.safe_dump(info.recipe, sort_keys=False), encoding='utf-8')
+        written = {p.name for p in tmp.iterdir()}
+    for name in set(HUB_FILES) - written:  # an earlier write's, which would describe other weights
+        (out / name).unlink(missing_ok=True)
     return out
 
 
@@ -104,62 +109,3 @@ def dataset_label_names(dataset: Optional[str], num_classes: int, args: Optional
         from timm.data import ImageNetInfo
         return list(ImageNetInfo().label_names())
     return _folder_label_names(args or {}, num_classes)
-
-
-def _checkout_hub() -> Optional[Path]:
-    """``hub/`` of the source checkout this package runs from (None in a wheel install): the manifest's write side."""
-    return checkout_dir('hub')
-
-
-def checkout_manifest(option: str) -> Path:
-    """The checkout's hub/manifest.json, the manifest's write side, or an error saying that ``option`` needs it."""
-    hub_dir = _checkout_hub()
-    path = hub_dir / 'manifest.json' if hub_dir is not None else None
-    if path is None or not path.is_file():
-        raise FileNotFoundError(
-            f'{path or "hub/manifest.json"} not found: {option} updates hub/manifest.json of an eca-timm source '
-            f'checkout (git clone it and pip install -e it); an installed wheel has no manifest to edit')
-    return path
-
-
-def write_manifest(path: Path, manifest: Dict[str, Any]) -> None:
-    """Replace the checkout's manifest (atomically); the registry reads it again at the next ``import eca_timm``."""
-    with atomic_write(path) as f:
-        f.write((json.dumps(manifest, indent=2) + '\n').encode('utf-8'))
-    load_manifest.cache_clear()
-
-
-def _check_record(model: nn.Module, info: Dict[str, Any]) -> Tuple[Path, str, str]:
-    """Manifest path, architecture and tag for ``--record``, or an error saying what is missing."""
-    path = checkout_manifest('--record')
-    arch, tag = model.pretrained_cfg['architecture'], info.get('tag')
-    if not tag:
-        raise ValueError(f'--record needs --repo-id ORG/{arch}.<tag>, the name timm will list the weights under')
-    return path, arch, tag
-
-
-def record_in_manifest(repo: str, model: nn.Module, info: Dict[str, Any]) -> str:
-    """Add (or replace) the published weights as a tag in the checkout's hub/manifest.json; returns the tag.
-
-    The registry lists the tag (with ``hf_hub_id``) from the next import of ``eca_timm``.
-    """
-    path, arch, tag = _check_record(model, info)
-    manifest = json.loads(path.read_text(encoding='utf-8'))
-    org, name = repo.split('/', 1)
-    entry: Dict[str, Any] = {'repo': name if org == manifest['org'] else repo, 'published': True,
-                             'license': info.get('license', 'mit')}
-    if info.get('dataset'):
-        entry['dataset'] = info['dataset']
-    if info.get('source'):
-        entry['source'] = {k: v for k, v in info['source'].items() if k in ('file', 'url', 'sha256')}
-    if info.get('metrics'):
-        entry['metrics'] = info['metrics']
-    if info.get('recipe'):
-        recipe = info['recipe']
-        entry['recipe'] = 'timm train.py: ' + ', '.join(
-            f'{k}={v}' for k, v in effective_recipe(recipe).items())
-    elif info.get('recipe_text'):
-        entry['recipe'] = info['recipe_text']
-    manifest['weights'][f'{arch}.{tag}'] = entry
-    write_manifest(path, manifest)
-    return f'{arch}.{tag}'

@@ -12,46 +12,26 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from .._io import read_json
 from .._summary import read_summary
-from .._version import __version__
-from ..models import MODEL_MODULES, STUDY_MODULES
-from ..models._pretrained import manifest_entry
-from ..models._state_dict import fit_state_dict, remap_checkpoint
-from .convert import file_sha256, unreadable_checkpoint
-from .hub_folder import _check_record, check_out_dir, dataset_label_names, record_in_manifest, write_hub_folder
+from ..models._state_dict import remap_checkpoint
+from .card import WeightsInfo, check_card_fields
+from .checkpoint import check_model_name, fit_exactly, read_checkpoint
+from .hub_folder import check_out_dir, dataset_label_names, folder_source, write_hub_folder
+from .manifest import check_record, record_in_manifest, released_info
+from .upload import PROTECTED_FILES, upload_folder
 
 __all__ = ['PROTECTED_FILES', 'load_publish_source', 'publish', 'register', 'upload_folder']
 
 _logger = logging.getLogger(__name__)
 
-# Files of a repo that are never replaced without --force.
-PROTECTED_FILES = ('README.md', 'config.json', 'model.safetensors', 'pytorch_model.bin')
-
-
-def _load_checkpoint_meta(path: Path) -> Dict[str, Any]:
-    """The checkpoint's top-level non-tensor fields (epoch, arch, metric) and which state dicts it holds."""
-    if path.suffix == '.safetensors':
-        return {}
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle, zip, EOF, KeyError on a text file...
-        raise unreadable_checkpoint(path, e) from e
-    if not isinstance(ckpt, dict):
-        return {}
-    meta = {k: ckpt[k] for k in ('epoch', 'arch', 'metric') if k in ckpt}
-    meta['has_ema'] = ckpt.get('state_dict_ema') is not None
-    return meta
+# timm's torchvision datasets with a train flag: every split but train is their test set.
+TORCHVISION_TEST_SPLIT = ('cifar10', 'cifar100', 'mnist', 'kmnist', 'fashion_mnist')
 
 
 def _best_row(summary: Path, args: Dict[str, Any], epoch: Optional[int]) -> Dict[str, float]:
     """summary.csv's row of the best epoch: the checkpoint's epoch, else the best ``eval_<eval_metric>``."""
-    try:
-        rows = read_summary(summary)  # a resumed run's summary.csv repeats its header and redone epochs
-    except (ValueError, KeyError) as e:
-        raise ValueError(f'{summary} is not a train.py summary.csv ({type(e).__name__}: {e}); fix or remove it') from e
-    if not rows:
-        raise ValueError(f'{summary} has no rows')
+    rows = read_summary(summary)  # names the file when it is not train.py's; a resumed run repeats its header
     if epoch is not None and int(epoch) in rows:
         return rows[int(epoch)]
     metric = f"eval_{args.get('eval_metric', 'top1')}"
@@ -94,14 +74,24 @@ def _read_args(path: Path) -> Dict[str, Any]:
     return args or {}
 
 
-def _create(model_name: str, state_dict: Dict[str, torch.Tensor], **kwargs: Any) -> nn.Module:
-    """The model with ``state_dict`` loaded (all of it); the classifier is sized from the checkpoint."""
+def _create(model_name: str, state_dict: Dict[str, torch.Tensor], ckpt: Path, **kwargs: Any) -> nn.Module:
+    """The model with ``state_dict`` loaded, all of it; the classes and input channels args.yaml does not give are
+    read off the weights (the classifier's rows, the first conv's input channels)."""
     import timm
     model = timm.create_model(model_name, **kwargs)
-    weight = remap_checkpoint(state_dict, model).get(f"{model.pretrained_cfg['classifier']}.weight")
-    if weight is not None and weight.shape[0] != model.num_classes:
-        model.reset_classifier(weight.shape[0])
-    model.load_state_dict(fit_state_dict(state_dict, model), strict=True)
+    remapped = remap_checkpoint(state_dict, model)
+    cfg, target = model.pretrained_cfg, model.state_dict()
+    inferred = {}
+    for kwarg, layer, dim in (('num_classes', cfg.get('classifier'), 0), ('in_chans', cfg.get('first_conv'), 1)):
+        theirs, ours = remapped.get(f'{layer}.weight'), target.get(f'{layer}.weight')
+        if kwarg not in kwargs and theirs is not None and ours is not None and theirs.dim() == ours.dim() and \
+                theirs.shape[dim] != ours.shape[dim]:
+            inferred[kwarg] = int(theirs.shape[dim])
+    if inferred:
+        model = timm.create_model(model_name, **kwargs, **inferred)
+    fix = (f'the weights do not match args.yaml (num_classes, in_chans / input_size, model_kwargs): fix args.yaml, '
+           f'or publish the checkpoint file alone with --model {model_name}')
+    model.load_state_dict(fit_exactly(state_dict, model, ckpt, fix), strict=True)
     return model.eval()
 
 
@@ -111,38 +101,70 @@ def _repo_tag(repo: str, arch: str) -> Optional[str]:
     return (name[len(arch) + 1:] or None) if name.startswith(f'{arch}.') else None
 
 
+def _eval_split(args: Dict[str, Any]) -> str:
+    """The dataset split train.py evaluated on: its val_split, but a torchvision dataset's test set for any split
+    other than train (timm's ``create_dataset``)."""
+    split = args.get('val_split') or 'validation'
+    name = (args.get('dataset') or '').lower()
+    if name.startswith('torch/') and name.split('/', 1)[1] in TORCHVISION_TEST_SPLIT and split not in ('train',
+                                                                                                       'training'):
+        return 'test'
+    return split
+
+
+def _data_note(args: Dict[str, Any]) -> Optional[str]:
+    """Image counts of a folder dataset that is still on disk (train.py's train and validation split folders)."""
+    from timm.data.readers.img_extensions import get_img_extensions
+    data_dir = args.get('data_dir') or args.get('data')
+    if not data_dir or '/' in (args.get('dataset') or ''):
+        return None
+    extensions = get_img_extensions(as_set=True)
+    counts = []
+    for split, role in ((args.get('train_split') or 'train', 'training'),
+                        (args.get('val_split') or 'validation', 'evaluation')):
+        folder = Path(data_dir) / split
+        if not folder.is_dir():
+            return None
+        n = sum(1 for f in folder.rglob('*') if f.suffix.lower() in extensions)
+        counts.append(f'{n:,} {role} images ({split}/)')
+    return f'a folder dataset: {", ".join(counts)}'
+
+
+def _converted_folder(src: Path, repo: str, dataset: Optional[str]) -> Tuple[nn.Module, WeightsInfo]:
+    """A folder written by ``convert`` or ``publish`` (or downloaded from the Hub): timm's ``local-dir:``."""
+    import timm
+    config_path = src / 'config.json'
+    config = read_json(config_path)
+    if not isinstance(config, dict) or not isinstance(config.get('pretrained_cfg'), dict):
+        raise ValueError(f'{config_path} is not a timm config.json (no pretrained_cfg); pass a folder written by '
+                         f'`eca-timm convert` or `eca-timm publish`')
+    arch = check_model_name(config.get('architecture'), f'{config_path}: architecture')
+    try:
+        model = timm.create_model(f'local-dir:{src}', pretrained=True)
+    except RuntimeError as e:  # the plugin's pretrained-load error: unreadable weights
+        raise ValueError(f'{src}: the folder\'s weights do not load ({e})') from e
+    tag = _repo_tag(repo, arch) or model.pretrained_cfg.get('tag')
+    source = folder_source(config)
+    # a folder converted from the released file carries the file's sha256: only that ties it to released numbers
+    fields = released_info(f'{arch}.{tag}', source.get('file'), source.get('sha256'))
+    fields['source'] = fields.get('source') or source or {'file': src.name}
+    info = WeightsInfo(tag=tag, **fields)
+    info.dataset = dataset or info.dataset
+    info.label_names = model.pretrained_cfg.get('label_names')
+    return model.eval(), info
+
+
 def load_publish_source(
         source: str,
         repo: str,
         model_name: Optional[str] = None,
         use_ema: bool = True,
         dataset: Optional[str] = None,
-) -> Tuple[nn.Module, Dict[str, Any]]:
+) -> Tuple[nn.Module, WeightsInfo]:
     """The model and card fields of a train.py output folder, a checkpoint file or a converted Hub folder."""
-    import timm
-    from timm.models import load_state_dict
-
     src = Path(source)
-    known = set(timm.list_models(module=list(MODEL_MODULES + STUDY_MODULES)))
-    info: Dict[str, Any] = {}
-    if src.is_dir() and (src / 'config.json').is_file():  # a converted / downloaded Hub folder
-        model = timm.create_model(f'local-dir:{src}', pretrained=True)
-        arch = model.pretrained_cfg['architecture']
-        tag = _repo_tag(repo, arch) or model.pretrained_cfg.get('tag')
-        entry = manifest_entry(f'{arch}.{tag}') or {}
-        # a folder `eca-timm convert` made from the released file: convert refuses any other file once the
-        # manifest knows the file's sha256; without a recorded sha256 nothing ties the folder to those numbers
-        released = bool((entry.get('source') or {}).get('sha256')) and model.pretrained_cfg.get('tag') == tag
-        if entry.get('metrics') and not released:
-            _logger.warning(f'{src}: hub/manifest.json has no sha256 tying it to {arch}.{tag}; its released metrics '
-                            f'are left out of the card')
-        info.update(tag=tag, metrics=entry.get('metrics') if released else None,
-                    source=(entry.get('source') if released else None) or {'file': src.name},
-                    dataset=dataset or (entry.get('dataset') if released else None),
-                    license=entry.get('license', 'mit'), recipe_text=entry.get('recipe') if released else None)
-        info['label_names'] = model.pretrained_cfg.get('label_names')
-        return model.eval(), info
-
+    if src.is_dir() and (src / 'config.json').is_file():
+        return _converted_folder(src, repo, dataset)
     args: Dict[str, Any] = {}
     if src.is_dir():
         ckpt = next((src / n for n in ('model_best.pth.tar', 'last.pth.tar') if (src / n).is_file()), None)
@@ -154,56 +176,54 @@ def load_publish_source(
         ckpt = src
     else:
         raise FileNotFoundError(f'{src}: no such file or folder')
-    meta = _load_checkpoint_meta(ckpt)
+    checkpoint = read_checkpoint(ckpt)  # one read: the weights, the fields train.py records, the sha256
+    meta = checkpoint.meta
     name = model_name or args.get('model') or meta.get('arch')
-    if name not in known:
-        raise ValueError(
-            f"{ckpt}: cannot tell the model (arch={meta.get('arch')!r}); pass --model, one of {sorted(known)}")
-    ema = use_ema and meta.get('has_ema', False)
+    if not model_name:
+        origin = f"{src / 'args.yaml'}'s model" if args.get('model') else "the checkpoint's arch"
+        try:
+            check_model_name(name, origin)
+        except ValueError as e:
+            raise ValueError(f'{ckpt}: cannot tell the model: {e}; pass --model') from e
+    ema = use_ema and checkpoint.has_ema
     kwargs = dict(args.get('model_kwargs') or {})
     if args.get('num_classes') is not None:
         kwargs['num_classes'] = args['num_classes']
     if args.get('in_chans') is not None or args.get('input_size'):  # train.py's rule: in_chans, else input_size[0]
         kwargs['in_chans'] = args['in_chans'] if args.get('in_chans') is not None else args['input_size'][0]
-    try:
-        state_dict = load_state_dict(str(ckpt), use_ema=ema)
-    except Exception as e:
-        raise unreadable_checkpoint(ckpt, e) from e
-    model = _create(name, state_dict, **kwargs)
+    model = _create(name, checkpoint.state_dict(use_ema=ema), ckpt, **kwargs)
     tag = _repo_tag(repo, name)
-    entry = manifest_entry(f'{name}.{tag}') or {}
-    sha = file_sha256(str(ckpt))
-    # the manifest's numbers describe one released file: they apply only to that exact file (sha256 known, equal)
-    released = (entry.get('source') or {}).get('sha256') == sha
-    info.update(tag=tag, source={'file': ckpt.name, 'sha256': sha}, license=entry.get('license', 'mit'))
-    info['dataset'] = dataset or _dataset_name(args) or (entry.get('dataset') if released else None)
+    released = released_info(f'{name}.{tag}', ckpt.name, checkpoint.sha256)
+    info = WeightsInfo(tag=tag, license=released['license'], source={'file': ckpt.name, 'sha256': checkpoint.sha256},
+                       eval_split=_eval_split(args), data_note=_data_note(args))
     if src.is_dir() and (src / 'summary.csv').is_file():
         # train.py's summary.csv evaluates the EMA weights when EMA runs on the device, else the model's.
-        evaluated_ema = meta.get('has_ema', False) and not args.get('model_ema_force_cpu')
+        evaluated_ema = checkpoint.has_ema and not args.get('model_ema_force_cpu')
         if ema == evaluated_ema:
             row = _best_row(src / 'summary.csv', args, meta.get('epoch'))
-            info['metrics'] = {
+            epoch = int(row['epoch'])
+            of = f" of {args['epochs']}" if args.get('epochs') else ''
+            info.metrics = {
                 'top1': row['eval_top1'], 'top5': row['eval_top5'],
-                'provenance': f"timm train.py evaluation, epoch {int(row['epoch'])} of summary.csv (best checkpoint"
-                              f"{', EMA weights' if ema else ''})"}
+                'provenance': f"timm train.py evaluation after epoch {epoch + 1}{of} (summary.csv's epoch {epoch}, "
+                              f"counted from 0; best checkpoint{', EMA weights' if ema else ''})"}
         else:
-            info['results_note'] = (
+            info.results_note = (
                 f"summary.csv evaluates the {'EMA' if evaluated_ema else 'non-EMA'} weights, these are the "
                 f"{'EMA' if ema else 'non-EMA'} weights, so no results are given "
                 f"({'drop --no-ema' if evaluated_ema else 'pass --no-ema'} to publish the evaluated weights).")
-            _logger.warning(info['results_note'])
-    elif entry.get('metrics'):
-        if released:
-            info['metrics'] = entry['metrics']
-        else:
-            _logger.warning(f'{ckpt} is not the file hub/manifest.json lists for {name}.{tag} (its sha256 is unknown '
-                            f'or differs): the released metrics are left out of the card')
+            _logger.warning(info.results_note)
+    else:  # a checkpoint without its run: the manifest's released numbers, if it is the released file
+        for key, value in released.items():
+            setattr(info, key, value)
+    info.dataset = dataset or _dataset_name(args) or info.dataset
+    check_card_fields(info.dataset, None, origin=f"{src / 'args.yaml'}'s dataset" if not dataset else '--dataset')
     if args:
         from timm.data import resolve_data_config
-        info['recipe'] = _public_recipe(args)
-        info['base_model'] = _base_model(name, args)
-        info['data_config'] = resolve_data_config(args, model=model)
-    info['label_names'] = dataset_label_names(info['dataset'], model.num_classes, args)
+        info.recipe = _public_recipe(args)
+        info.base_model = _base_model(name, args)
+        info.data_config = resolve_data_config(args, model=model)
+    info.label_names = dataset_label_names(info.dataset, model.num_classes, args)
     return model, info
 
 
@@ -213,62 +233,6 @@ def check_repo_id(repo_id: str) -> None:
     validate_repo_id(repo_id)  # HFValidationError, a ValueError, says what to change
     if '/' not in repo_id:
         raise ValueError(f'--repo-id must be ORG/NAME (your user or organisation, then the repo name), got {repo_id!r}')
-
-
-def _hub_unreachable(error: BaseException) -> bool:
-    """True for the transport errors huggingface_hub lets through when the Hub cannot be reached."""
-    kinds = [ConnectionError, TimeoutError]
-    for module, names in (('httpx2', ('TransportError',)), ('httpx', ('TransportError',)),
-                          ('requests', ('ConnectionError', 'Timeout')),
-                          ('huggingface_hub.errors', ('OfflineModeIsEnabled',))):
-        try:
-            mod = __import__(module, fromlist=list(names))
-        except ImportError:
-            continue
-        kinds += [getattr(mod, n) for n in names if hasattr(mod, n)]
-    return isinstance(error, tuple(kinds))
-
-
-def upload_folder(
-        folder: Path,
-        repo_id: str,
-        private: bool = False,
-        revision: Optional[str] = None,
-        commit_message: Optional[str] = None,
-        force: bool = False,
-) -> Any:
-    """Create the repo (and branch) if needed and upload ``folder``; existing card/weights need ``force``."""
-    try:
-        return _upload(folder, repo_id, private, revision, commit_message, force)
-    except Exception as e:
-        if _hub_unreachable(e):
-            raise ConnectionError(
-                f'the Hugging Face Hub cannot be reached (offline?) to upload {folder} to {repo_id} '
-                f'({type(e).__name__}: {" ".join(str(e).split())}); check the network and retry, or keep the folder '
-                f'(--dry-run --out DIR) and upload it later') from e
-        raise
-
-
-def _upload(folder: Path, repo_id: str, private: bool, revision: Optional[str], commit_message: Optional[str],
-            force: bool) -> Any:
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import RevisionNotFoundError
-    api = HfApi(library_name='eca-timm', library_version=__version__)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    try:
-        existing = set(api.list_repo_files(repo_id, revision=revision))
-    except RevisionNotFoundError:
-        existing = set()
-    clash = sorted(existing.intersection(PROTECTED_FILES))
-    if clash and not force:
-        raise FileExistsError(
-            f"Hub repo {repo_id}@{revision or 'main'} already has {', '.join(clash)}; pass --force to replace them")
-    # huggingface_hub shows its own progress bars while uploading.
-    return api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), revision=revision,
-        commit_message=commit_message or f'Add {repo_id.split("/")[-1]} weights (eca-timm publish)')
 
 
 def publish(
@@ -285,35 +249,42 @@ def publish(
         dataset: Optional[str] = None,
         record: bool = False,
         license: Optional[str] = None,
+        eval_split: Optional[str] = None,
+        intended_use: Optional[str] = None,
 ) -> Path:
     """Build the Hub folder of ``source`` (in ``out`` or a temp folder) and, unless ``dry_run``, upload it.
 
     ``record``: also list the weights as a pretrained tag in hub/manifest.json (after a successful upload).
+    ``eval_split``, ``intended_use``: what the card says of the evaluation data and of the weights' use.
     """
     if dry_run and not out:
         raise ValueError('--dry-run writes the repo folder to --out DIR; pass --out')
     if dry_run and record:
         raise ValueError('--record lists published weights; drop --dry-run (or --record)')
     check_repo_id(repo_id)
+    check_card_fields(dataset, license)
+    if model_name:
+        check_model_name(model_name)
     if out:
         check_out_dir(Path(out), force, sources=[Path(source)])
     model, info = load_publish_source(source, repo_id, model_name=model_name, use_ema=use_ema, dataset=dataset)
     if record:
-        _check_record(model, info)
-    fields = dict(tag=info.get('tag'), metrics=info.get('metrics'), dataset=info.get('dataset'),
-                  license=license or info.get('license', 'mit'), source=info.get('source'), recipe=info.get('recipe'),
-                  base_model=info.get('base_model'),
-                  recipe_text=info.get('recipe_text'), results_note=info.get('results_note'),
-                  label_names=info.get('label_names'),
-                  data_config=info.get('data_config'))
+        check_record(model, info)
+    info.license = license or info.license
+    info.eval_split = eval_split or info.eval_split
+    info.intended_use = intended_use or info.intended_use
     if out:
-        folder = write_hub_folder(model, Path(out), repo_id, force=force, **fields)
+        folder = write_hub_folder(model, Path(out), repo_id, info, force=force, local_dir=out if dry_run else None)
         if not dry_run:
-            upload_folder(folder, repo_id, private, revision, commit_message, force)
+            upload_folder(folder, repo_id, private, revision, commit_message, force,
+                          retry_hint=f'upload the folder kept in {out} with `eca-timm publish {out} --repo-id '
+                                     f'{repo_id}`')
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_hub_folder(model, Path(tmp) / repo_id.split('/')[-1], repo_id, **fields)
-            upload_folder(folder, repo_id, private, revision, commit_message, force)
+            folder = write_hub_folder(model, Path(tmp) / repo_id.split('/')[-1], repo_id, info)
+            upload_folder(folder, repo_id, private, revision, commit_message, force,
+                          retry_hint='publish again; nothing was kept (pass --out DIR to keep the folder and upload '
+                                     'it later)')
         folder = Path(f'hf-hub:{repo_id}')
     if record:
         _logger.info(f'recorded {record_in_manifest(repo_id, model, info)} in hub/manifest.json')
@@ -324,7 +295,8 @@ def _run(args: argparse.Namespace) -> int:
     where = publish(
         args.source, args.repo_id, out=args.out, dry_run=args.dry_run, private=args.private, revision=args.revision,
         commit_message=args.commit_message, force=args.force, use_ema=not args.no_ema, model_name=args.model,
-        dataset=args.dataset, record=args.record, license=args.license)
+        dataset=args.dataset, record=args.record, license=args.license, eval_split=args.eval_split,
+        intended_use=args.intended_use)
     print(f'{"wrote" if args.dry_run else "published"} {where}' + ('' if args.dry_run else f' ({args.repo_id})'))
     return 0
 
@@ -336,7 +308,8 @@ def register(subparsers: Any) -> None:
         'source', help='train.py output folder, a checkpoint file, or a folder written by `eca-timm convert`')
     p.add_argument('--repo-id', required=True, help='ORG/NAME, e.g. my-org/eca_resnet50.my_tag')
     p.add_argument('--out', default=None, help='also write the repo folder here (required with --dry-run)')
-    p.add_argument('--dry-run', action='store_true', help='write the folder only, upload nothing')
+    p.add_argument('--dry-run', action='store_true',
+                   help="write the folder only, upload nothing (its card loads it with local-dir:)")
     p.add_argument('--private', action='store_true', help='create the repo private')
     p.add_argument('--revision', default=None, help='branch to upload to (created if missing)')
     p.add_argument('--commit-message', default=None, help='Hub commit message (default: Add <name> weights)')
@@ -346,6 +319,11 @@ def register(subparsers: Any) -> None:
     p.add_argument('--dataset', default=None,
                    help="Hub dataset id for the card (default: args.yaml's --dataset name, e.g. cifar10 for "
                         "torch/cifar10; a folder dataset has none)")
+    p.add_argument('--eval-split', default=None,
+                   help="the split of --dataset the evaluation images come from (default: args.yaml's val_split; "
+                        "test for timm's torchvision datasets)")
+    p.add_argument('--intended-use', default=None,
+                   help="the card's intended use and limitations paragraph (default: one from the data and results)")
     p.add_argument('--license', default=None, help="the weights' license (default: mit, or the manifest's)")
     p.add_argument('--record', action='store_true',
                    help='list the weights as pretrained tag <model>.<tag> in hub/manifest.json (source checkout)')
