@@ -36,22 +36,29 @@ def test_models_table(capsys):
     assert main(['models']) == 0
     out = capsys.readouterr().out
     assert '| eca_resnet50 | 25,557,112 | 8.18 | 4.09 | 3,5,5,7 |' in out
-    assert out.rstrip().endswith('| 32x32 | study model (CIFAR stem) |')  # the study models follow the releases
+    assert out.rstrip().endswith('| 32x32 | study model (CIFAR-10) |')  # the study models follow the releases
 
 
 def test_models_lists_the_study_models(capsys):
-    """The CIFAR-stem study models, marked: ResNet-18 with a 3x3 stem and 10 classes has 11,173,962 parameters
-    (the usual CIFAR ResNet-18) and 0.56 GMACs at 32x32; ECA adds its kernel sizes, 2 x (3+5+7+7)."""
+    """The study models of both presets, marked: ResNet-18 with a 3x3 stem and 10 classes has 11,173,962 parameters
+    (the usual CIFAR ResNet-18) and 0.56 GMACs at 32x32; ECA adds its kernel sizes, 2 x (3+5+7+7). The report's
+    ImageNet-stem ResNet-18 is torchvision's with 10 classes (11,181,642) and its adaptive ECA k = 3,5,5,5 (gamma 2,
+    b 1 on 64..512 channels); its stride-4 stem leaves 0.037 GMACs at 32x32."""
     assert main(['models', '--json']) == 0
     rows = {r['model']: r for r in json.loads(capsys.readouterr().out)}
     study = {n: r for n, r in rows.items() if r['kind'] == 'study'}
-    assert sorted(study) == ['cbam_resnet18_cifar', 'eca_resnet18_cifar', 'resnet18_cifar', 'se_resnet18_cifar']
+    assert sorted(study) == sorted(f'{a}resnet18_{preset}' for a in ('', 'se_', 'cbam_', 'eca_')
+                                   for preset in ('cifar', 'rc2020'))
     assert all(rows[n]['kind'] == 'release' for n in EXPECTED_PARAMS)
     assert study['resnet18_cifar']['params'] == 11_173_962 and study['resnet18_cifar']['eca_kernel_sizes'] is None
     assert study['eca_resnet18_cifar']['params'] == 11_173_962 + 44
     assert study['eca_resnet18_cifar']['eca_kernel_sizes'] == [3, 5, 7, 7]
     assert study['resnet18_cifar']['img_size'] == 32
     assert study['resnet18_cifar']['gmacs'] == pytest.approx(0.56, abs=0.01)
+    assert study['resnet18_rc2020']['params'] == 11_181_642 and study['resnet18_rc2020']['img_size'] == 32
+    assert study['eca_resnet18_rc2020']['params'] == 11_181_642 + 2 * (3 + 5 + 5 + 5)
+    assert study['eca_resnet18_rc2020']['eca_kernel_sizes'] == [3, 5, 5, 5]
+    assert study['resnet18_rc2020']['gmacs'] == pytest.approx(0.037, abs=0.001)
 
 
 def test_unknown_command(capsys):

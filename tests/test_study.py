@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from eca_timm import cli
-from eca_timm._summary import read_summary
+from eca_timm._io import read_summary
 from eca_timm.train.datasets import write_image_folder
 from eca_timm.train.plot import plot_curves
 from eca_timm.train.report import aggregate

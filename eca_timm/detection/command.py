@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from .._io import atomic_write, check_writable, read_yaml_mapping
+from .._io import atomic_write, check_writable, read_yaml_mapping, write_json
 from .data import check_num_classes, collate_detection, load_coco_detection
 from .engine import (
     coco_evaluate, gather_results, load_checkpoint, load_detector, predict_coco_results, save_checkpoint,
@@ -256,8 +256,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, float]:
     if is_main:
         print(json.dumps(metrics, indent=2))
         if args.metrics_file:
-            with atomic_write(args.metrics_file) as f:
-                f.write(json.dumps(metrics, indent=2).encode())
+            write_json(args.metrics_file, metrics)
     if distributed:
         torch.distributed.destroy_process_group()
     return metrics

@@ -18,7 +18,7 @@ from PIL import Image
 from timm.data import get_img_extensions
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .._io import atomic_write
+from .._io import write_json
 from .data import read_rgb
 from .draw import draw_detections, is_drawing, write_png
 from .engine import load_detector
@@ -150,8 +150,7 @@ def predict(args: Any) -> Dict[str, Any]:
         result['predictions'].append(dict(image=path, output=name, detections=detections))
         _logger.info(f'{path}: {len(detections)} detections -> {out_path}')
     json_path = os.path.join(args.output_dir, PREDICTIONS)
-    with atomic_write(json_path) as f:
-        f.write(json.dumps(result, indent=2).encode())
+    write_json(json_path, result)
     if result['failed']:
         _logger.warning(f"{len(result['failed'])} of {len(images)} images could not be read (listed under "
                         f"'failed' in {json_path})")
