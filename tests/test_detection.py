@@ -23,7 +23,7 @@ from eca_timm.detection import (  # noqa: E402
     maskrcnn_eca_resnet50_fpn, retinanet_eca_resnet50_fpn)
 from eca_timm.detection import command, models  # noqa: E402
 from eca_timm.detection.data import load_coco_detection  # noqa: E402
-from eca_timm.detection.draw import label_color  # noqa: E402
+from eca_timm.detection.predict import label_color  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CATEGORIES = [dict(id=1, name='rectangle'), dict(id=2, name='circle')]
@@ -323,6 +323,7 @@ def _read_summary(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_eval_predict_on_shapes(shapes, tmp_path):
     images, ann = shapes
     out = str(tmp_path / 'output' / 'shapes')  # the run folder: --output/--experiment
