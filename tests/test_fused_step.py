@@ -127,6 +127,7 @@ def test_closed_form_backward_for_batch_norm_variants(backend, bn_kwargs, traini
     check_batch_norm_variant(bn_kwargs, training, place=_to)
 
 
+@pytest.mark.slow
 def test_keeps_no_more_than_plain_resnet(backend):
     """Saved for backward: what a plain ResNet keeps plus [B, C] and [C] vectors (the unfused ECA keeps every
     block's BatchNorm output on top)."""
@@ -140,6 +141,7 @@ def test_keeps_no_more_than_plain_resnet(backend):
     assert saved_bytes(unfused, x) > plain_bytes * 1.1
 
 
+@pytest.mark.slow
 def test_compile_has_no_graph_break_and_matches_eager(backend):
     """torch.compile traces the step whole (the torch ops' autograd function, or one Triton op per block)."""
     torch.manual_seed(0)
@@ -155,6 +157,7 @@ def test_compile_has_no_graph_break_and_matches_eager(backend):
     assert_close(run(compiled, x), run(ref, x), 1e-10)
 
 
+@pytest.mark.slow
 def test_inductor_compiled_block_matches_reference(backend):
     """Inductor (timm's --torchcompile) generates code around the step (the Triton op as an extern kernel,
     trusting the fake kernel's strides)."""
@@ -258,6 +261,7 @@ def test_pooling_through_conv_used_in_resnet50_early_stages():
 @pytest.mark.parametrize('relu,with_shortcut', [(True, True), (False, True), (False, False)],
                          ids=['relu-shortcut', 'shortcut', 'plain'])
 @pytest.mark.parametrize('channels_last', [False, True], ids=['nchw', 'channels_last'])
+@pytest.mark.slow
 def test_op_shapes_layouts_and_relu(triton, shape, k, relu, with_shortcut, channels_last):
     """Shapes that take several chunks per plane, several sample tiles and channel blocks (and more samples than a
     per-channel tile), 1x1 planes and k=1; the gradient reaching the step in another layout than its input (as
@@ -325,6 +329,7 @@ def test_half_precision_no_further_from_exact_than_plain(triton, dtype):
         assert f <= 1.05 * p + 1e-4, (name, f, p)
 
 
+@pytest.mark.slow
 def test_model_matches_torch_path(triton):
     """A registered model end to end (the CIFAR-stem study model, drop path, every block fused): Triton kernels
     against the torch ops in float64. (In float32 a ReLU whose input is within rounding of 0 may fall either way
@@ -366,6 +371,7 @@ def test_flat_layouts_of_the_kernels(triton):
 
 
 @needs_triton
+@pytest.mark.slow
 def test_kernels_compile_for_nvidia_gpus_with_wide_loads():
     """Every kernel compiles to cubin for sm_90 (H100/H200) and sm_80 (A100) with bf16 activations, no GPU needed,
     and the full-size passes read and write with 128-bit accesses in both layouts (tests/triton_aot.py)."""
@@ -421,6 +427,7 @@ def test_other_layouts_and_norm_layers_give_the_same_values(backend):
     assert max_rel(bn_eca_residual(c, gn, eca, shortcut), shortcut + ref_eca(gn(c), eca.conv.weight)) < 1e-12
 
 
+@pytest.mark.slow
 def test_package_runs_without_triton(tmp_path):
     """A CPU-only torch has no Triton: eca_timm imports, reports it, and trains on the torch ops."""
     code = (

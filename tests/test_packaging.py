@@ -55,6 +55,7 @@ def wheel_site(tmp_path_factory) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_wheel_imports_and_finds_its_data_without_the_checkout(wheel_site, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     env['PYTHONPATH'] = str(wheel_site)

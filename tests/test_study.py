@@ -51,6 +51,7 @@ def _columns(summary: Path, col: str) -> np.ndarray:
         return np.array([float(r[col]) for r in csv.DictReader(f)])
 
 
+@pytest.mark.slow
 def test_study_runs_every_variant_and_seed(study):
     _, out, _ = study
     assert sorted(str(p.relative_to(out)) for p in out.glob('*/*/summary.csv')) == [
@@ -123,6 +124,7 @@ def test_study_with_bad_recipe_fails_before_training(tmp_path, timm_scripts, cap
     assert not (tmp_path / 'runs').exists()
 
 
+@pytest.mark.slow
 def test_killed_study_takes_its_trainer_along(tmp_path, timm_scripts):
     """SIGKILL of the study: its train.py child dies too (a rerun never finds two trainers on one run folder)."""
     data, _ = write_image_folder(tmp_path / 'data', 1, 1)
