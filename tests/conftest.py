@@ -39,3 +39,12 @@ def timm_scripts() -> Path:
     if d is None:
         pytest.skip(f'timm scripts not found: {SCRIPTS_HINT}')
     return d
+
+
+def pytest_collection_modifyitems(items):
+    """The checks that run Triton's kernels in its interpreter (the ``triton`` fixture, or the ``backend`` fixture's
+    Triton path) are marked slow: seconds each on the CPU."""
+    for item in items:
+        callspec = getattr(item, 'callspec', None)
+        if 'triton' in item.fixturenames or (callspec is not None and callspec.params.get('backend') == 'triton'):
+            item.add_marker(pytest.mark.slow)

@@ -41,6 +41,7 @@ def test_models_json(rows):
     assert rows['eca_resnet50']['eca_kernel_sizes'] == [3, 5, 5, 7]
 
 
+@pytest.mark.slow
 def test_models_table(capsys):
     assert main(['models']) == 0
     out = capsys.readouterr().out

@@ -14,8 +14,10 @@ from eca_timm.models import did_you_mean
 
 MODELS = timm.list_models(module=list(eca_timm.MODEL_MODULES))
 STUDY_MODELS = timm.list_models(module=list(eca_timm.STUDY_MODULES))
-# timm's model contract, run on every model the plugin registers: the releases and the attention study's models
-ALL_MODELS = MODELS + STUDY_MODELS
+# timm's model contract, run on every model the plugin registers: the releases and the attention study's models;
+# the 101- and 152-layer ResNets (eca_resnet50's blocks, more of them; seconds a check) are marked slow
+ALL_MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in ('eca_resnet101', 'eca_resnet152') else n
+              for n in MODELS + STUDY_MODELS]
 PAPER_MODELS = {
     'eca_resnet18': 'resnet18', 'eca_resnet34': 'resnet34', 'eca_resnet50': 'resnet50',
     'eca_resnet101': 'resnet101', 'eca_resnet152': 'resnet152', 'eca_mobilenetv2': 'mobilenet_v2',
@@ -215,6 +217,7 @@ def test_channels_last_and_bf16_autocast(name):
     assert torch.nn.functional.cosine_similarity(out.float(), ref).min() > 0.99
 
 
+@pytest.mark.slow
 def test_torch_compile_no_graph_breaks():
     model = timm.create_model('eca_resnet18').eval()
     x = torch.randn(1, 3, 32, 32)

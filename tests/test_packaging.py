@@ -76,6 +76,7 @@ def test_wheel_imports_and_finds_its_data_without_the_checkout(wheel_site, tmp_p
     assert result['manifest_tags'] == sorted(manifest['weights'])
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_data_files_and_license(wheel_site):
     pkg = wheel_site / 'eca_timm'
     for rel in ('hub_data/manifest.json', 'hub_data/model_card.md', 'data/fashion_mnist_subset.npz',

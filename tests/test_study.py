@@ -61,6 +61,7 @@ def test_study_runs_every_variant_and_seed(study):
     assert list(read_summary(out / 'eca' / 'seed1' / 'summary.csv')) == list(range(EPOCHS))
 
 
+@pytest.mark.slow
 def test_restarted_study_skips_finished_runs(study, capsys):
     _, out, argv = study
     before = {p: p.stat().st_mtime_ns for p in out.glob('*/*/summary.csv')}
@@ -70,6 +71,7 @@ def test_restarted_study_skips_finished_runs(study, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.glob('*/*/summary.csv')} == before
 
 
+@pytest.mark.slow
 def test_plot_curves_and_table_match_the_runs(study):
     _, out, _ = study
     assert cli.main(['plot', str(out)]) == 0
