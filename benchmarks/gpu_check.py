@@ -61,7 +61,7 @@ def check_model(name: str, args: argparse.Namespace) -> dict:
         reference = _unfused_eca_resnet(name, **kwargs).to(args.device)
         reference.load_state_dict(model.state_dict())
     else:
-        reference = copy.deepcopy(model)  # run by the torch ops, which test_fast_eca.py checks against plain blocks
+        reference = copy.deepcopy(model)  # run by the torch ops, which test_fused_step.py checks against plain blocks
     ref_backend, half, backend = 'torch', HALF[args.half], args.backend
     state = copy.deepcopy(model.state_dict())
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=args.device)

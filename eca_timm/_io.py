@@ -5,11 +5,13 @@ writer's pid (``.NAME.tmp-<pid>-*``): the next write of the same target removes 
 (``kill -9``) and refuses while another live process writes it. Written files get the usual permissions
 (``0666 & ~umask``), as if created with ``open``. ``check_writable`` refuses an unwritable target before any work.
 
-Reads (``read_text``, ``read_yaml_mapping``, ``read_json``) raise ``ValueError`` with the path first and what is
-wrong (not UTF-8, not valid YAML or JSON with line and column, empty, not a mapping), so a command can print it as
-its one error line.
+Reads (``read_text``, ``read_yaml_mapping``, ``read_json``, and timm train.py's ``read_train_args`` and
+``read_summary``, read the way the study, quickstart and publishing need them) raise ``ValueError`` with the path
+first and what is wrong (not UTF-8, not valid YAML or JSON with line and column, empty, not a mapping, not a
+summary.csv), so a command can print it as its one error line.
 """
 import contextlib
+import csv
 import glob
 import json
 import os
@@ -19,7 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, Optional, Union
 
-__all__ = ['atomic_write', 'atomic_dir', 'check_writable', 'read_json', 'read_text', 'read_yaml_mapping', 'write_json']
+__all__ = ['atomic_write', 'atomic_dir', 'check_writable', 'read_json', 'read_summary', 'read_text', 'read_train_args',
+           'read_yaml_mapping', 'write_json']
 
 PathLike = Union[str, os.PathLike]
 
@@ -214,3 +217,47 @@ def read_json(path: PathLike) -> Any:
     except json.JSONDecodeError as e:
         raise ValueError(f'{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); fix or replace '
                          f'it') from e
+
+
+def read_train_args(path: PathLike) -> Dict[str, Any]:
+    """timm train.py's args.yaml (its arguments, a mapping); a file that is not one is a ``ValueError`` naming it."""
+    return read_yaml_mapping(path, "train.py's args.yaml (its arguments)")
+
+
+def read_summary(path: PathLike) -> Dict[int, Dict[str, float]]:
+    """train.py's summary.csv as {epoch: row}; the last row of an epoch wins (a resumed run repeats the header
+    and may redo the epoch it was killed in; a row cut short by a kill is skipped).
+
+    A file that is not one (not UTF-8 text, empty, no ``epoch`` column, only a header, a value that is not a
+    number) is a ``ValueError`` naming the file and why.
+    """
+    def refuse(why: str) -> ValueError:
+        return ValueError(f'{path} is not a train.py summary.csv ({why}): fix or remove it')
+
+    rows = list(csv.reader(read_text(path).splitlines()))
+    if not rows:
+        raise refuse('the file is empty')
+    header = rows[0]
+    if 'epoch' not in header:
+        raise refuse(f'its first line {",".join(header)[:60]!r} has no epoch column')
+    out = {}
+    for line, r in enumerate(rows[1:], 2):
+        if r == header or len(r) != len(header):
+            continue
+        try:
+            row = {k: float(v) for k, v in zip(header, r)}
+        except ValueError:
+            bad = next((k, v) for k, v in zip(header, r) if not _is_number(v))
+            raise refuse(f'line {line}: {bad[0]} is {bad[1]!r}, not a number') from None
+        out[int(row['epoch'])] = row
+    if not out:
+        raise refuse('it has a header but no epoch rows')
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -26,8 +26,8 @@ from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from ._io import atomic_write, check_writable
-from ._timing import CLOCKS, check_device, clock as make_clock, device_name, interleaved_times, make_step, summarize
+from ._io import check_writable, write_json
+from ._measure import CLOCKS, check_device, clock as make_clock, device_name, interleaved_times, make_step, summarize
 from .models import RELEASED_KERNEL_SIZES, EcaResNet
 from .models.eca_resnet import ECA_RESNET_ARCHS
 
@@ -201,11 +201,6 @@ def format_table(report: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def _write_json(report: Dict[str, Any], path: str) -> None:
-    with atomic_write(path) as f:
-        f.write((json.dumps(report, indent=1) + '\n').encode())
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.output:
         check_writable(args.output, '--output')  # before any timing
@@ -218,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
     report['command'] = ' '.join(['eca-timm', *map(shlex.quote, sys.argv[1:])])
     print(format_table(report))
     if args.output:
-        _write_json(report, args.output)
+        write_json(args.output, report, indent=1)
         print(f'wrote {args.output}')
     if all('skipped' in r for r in report['results']):
         print('eca-timm bench: error: every setting was skipped (see the table for why)', file=sys.stderr)

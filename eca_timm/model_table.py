@@ -1,7 +1,8 @@
 """The ``eca-timm models`` table: parameters, compute, ECA kernel sizes and pretrained tags per model.
 
-It lists the ECA-Net releases (``MODEL_MODULES``) and the attention study's CIFAR-stem models (``STUDY_MODULES``:
-no attention, SE, CBAM, ECA), each marked with its kind; compute is counted at each model's own input size
+It lists the ECA-Net releases (``MODEL_MODULES``) and the attention study's CIFAR-10 models (``STUDY_MODULES``:
+no attention, SE, CBAM, ECA, as CIFAR-stem ResNet-18s and as the reproducibility report's ImageNet-stem ones), each
+marked with its kind; compute is counted at each model's own input size
 (224 for the releases, 32 for the study models) unless ``--img-size`` sets one for all.
 """
 import argparse
@@ -9,15 +10,14 @@ import json
 from typing import Any, Dict, List, Optional
 
 import timm
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from ._measure import params_and_flops
 from .models import MODEL_MODULES, STUDY_MODULES
 from .models._pretrained import is_published
 
 __all__ = ['model_names', 'study_model_names', 'model_info', 'format_table']
 
-KINDS = {'release': 'ECA-Net release', 'study': 'study model (CIFAR stem)'}
+KINDS = {'release': 'ECA-Net release', 'study': 'study model (CIFAR-10)'}
 
 
 def model_names() -> List[str]:
@@ -26,7 +26,7 @@ def model_names() -> List[str]:
 
 
 def study_model_names() -> List[str]:
-    """The attention study's models (CIFAR-stem ResNet-18 with no attention, SE, CBAM, ECA)."""
+    """The attention study's CIFAR-10 models (ResNet-18 with no attention, SE, CBAM, ECA; both presets)."""
     return timm.list_models(module=list(STUDY_MODULES))
 
 
@@ -35,13 +35,11 @@ def model_info(name: str, img_size: Optional[int] = None) -> Dict[str, Any]:
     on the meta device), ECA kernel sizes (None: no ECA), pretrained tags, and kind (release or study)."""
     model = timm.create_model(name, device='meta').eval()
     size = img_size or model.pretrained_cfg['input_size'][-1]
-    with FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, size, size, device='meta'))
-    flops = counter.get_total_flops()
+    params, flops = params_and_flops(model, (3, size, size))
     sizes = getattr(model, 'eca_kernel_sizes', None)
     return {
         'model': name,
-        'params': sum(p.numel() for p in model.parameters()),
+        'params': params,
         'gflops': flops / 1e9,
         'gmacs': flops / 2e9,
         'eca_kernel_sizes': list(sizes) if sizes is not None else None,
@@ -75,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         'models', help='list the ECA models with parameters, compute and kernel sizes',
-        description='List the ECA-Net models and the attention study\'s CIFAR-stem models (marked as study '
+        description='List the ECA-Net models and the attention study\'s CIFAR-10 models (marked as study '
                     'models): parameters, GFLOPs and GMACs of one image (torch\'s FlopCounterMode), ECA kernel '
                     'size per stage, and the state of each pretrained tag.')
     p.add_argument('--img-size', type=int, default=None,

@@ -1,11 +1,11 @@
 """The package's one import rule: imports only go down (cli -> commands -> models -> layers), and never in a cycle.
 
 Every ``import`` in every module counts, function-level ones included (they would hide a cycle, not remove it).
-Wings, bottom up: utilities (``_io``, ``_resources``, ``_summary``, ``_timing``, ``_version``) and the data packages,
-``layers/``, ``models/``, the
-commands (``weights/``, ``train/``, ``detection/``, ``bench``, ``model_table``), the CLI (``cli``), and on it the
-``python -m eca_timm.run`` entry point. A module imports from lower wings, or from its own wing; the package's
-``__init__`` is the public facade: it imports layers and models, and no module imports it.
+Wings, bottom up: utilities (``_io``, ``_measure``, ``_resources``, ``_version``) and the data packages, ``layers/``,
+``models/``, the commands (``weights/``, ``train/``, ``detection/``, ``bench``, ``model_table``), the CLI (``cli``), and
+on it the ``python -m eca_timm.run`` entry point. A module imports from lower wings, or from its own wing; the
+package's ``__init__`` is the public facade: it imports layers and models, and no module imports it. Modules are split
+by concern; the size limit is only a guard against one that holds several.
 """
 import ast
 from pathlib import Path
@@ -14,10 +14,10 @@ from typing import Dict, List, Set, Tuple
 import eca_timm
 
 PACKAGE = Path(eca_timm.__file__).resolve().parent
-UTILITIES = {'eca_timm._io', 'eca_timm._resources', 'eca_timm._summary', 'eca_timm._timing', 'eca_timm._version'}
+UTILITIES = {'eca_timm._io', 'eca_timm._measure', 'eca_timm._resources', 'eca_timm._version'}
 RANKS = {'data': 0, 'hub_data': 0, 'train_configs': 0, 'layers': 1, 'models': 2, 'weights': 3, 'train': 3, 'detection': 3, 'bench': 3, 'model_table': 3, 'cli': 4,
          'run': 5}  # ``python -m eca_timm.run`` is ``eca-timm run``: the entry point sits on the CLI
-MAX_LINES = 360
+MAX_LINES = 600
 
 
 def _modules() -> Dict[str, Path]:
@@ -112,7 +112,21 @@ def test_models_and_layers_import_no_tools():
             assert not {i for i in imports if _wing(i)[0] >= 3}, module
 
 
+def test_commands_import_no_private_names():
+    """What a command module shares with another is public (in its ``__all__``): no ``from .x import _name``."""
+    mods = _modules()
+    bad = []
+    for name, path in mods.items():
+        if _wing(name)[0] < 3:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or '').startswith('eca_timm')):
+                bad += [f'{name}: {a.name}' for a in node.names if a.name.startswith('_') and not a.name.startswith('__')]
+    assert bad == []
+
+
 def test_no_module_over_the_size_limit():
+    """A guard, not a design rule: a module this long most likely holds more than one concern."""
     long = {name: n for name, path in _modules().items()
             if (n := len(path.read_text(encoding='utf-8').splitlines())) > MAX_LINES}
     assert long == {}

@@ -65,6 +65,7 @@ def test_bench_rejects_bad_input():
         run_benchmark('eca_resnet18', device='meta', clock='cpu')
 
 
+@pytest.mark.slow
 def test_bench_output_is_progress_and_table_only(tmp_path):
     """No profiler or CUDA-probe lines from torch's native code between the progress lines and the table."""
     env = {k: v for k, v in os.environ.items() if k != 'KINETO_LOG_LEVEL'}
@@ -91,6 +92,7 @@ def test_bench_input_checks(kwargs, match):
         run_benchmark('eca_resnet18', **kwargs)
 
 
+@pytest.mark.slow
 def test_gpu_check_script_is_ready(tmp_path):
     """benchmarks/gpu_check.sh (run on a lent GPU) parses, and its Python check imports this package and refuses
     to run without CUDA."""

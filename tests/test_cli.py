@@ -51,6 +51,7 @@ def test_version(capsys):
         f'eca-timm {eca_timm.__version__} (timm {timm.__version__}, torch {__import__("torch").__version__})')
 
 
+@pytest.mark.slow
 def test_info_messages_reach_the_terminal(tmp_path):
     """Logging is set up once in main: a command's INFO lines are printed (here: a model's ECA-init message)."""
     code = ('import logging, sys; from eca_timm.cli import main\n'

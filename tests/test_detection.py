@@ -23,7 +23,7 @@ from eca_timm.detection import (  # noqa: E402
     maskrcnn_eca_resnet50_fpn, retinanet_eca_resnet50_fpn)
 from eca_timm.detection import command, models  # noqa: E402
 from eca_timm.detection.data import load_coco_detection  # noqa: E402
-from eca_timm.detection.draw import label_color  # noqa: E402
+from eca_timm.detection.predict import label_color  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CATEGORIES = [dict(id=1, name='rectangle'), dict(id=2, name='circle')]
@@ -98,6 +98,7 @@ def shapes(tmp_path_factory):
 
 @pytest.mark.parametrize('builder,masks', [(maskrcnn_eca_resnet50_fpn, True), (fasterrcnn_eca_resnet50_fpn, False),
                                            (retinanet_eca_resnet50_fpn, False)])
+@pytest.mark.slow
 def test_builder_forward_backward(builder, masks):
     torch.manual_seed(0)
     kwargs = dict(SMALL) if builder is not retinanet_eca_resnet50_fpn else dict(min_size=128, max_size=128)
@@ -158,6 +159,7 @@ def eca_resnet50_file(tmp_path_factory):
     return path, classifier.state_dict()
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_weights_land_unchanged_and_frozen_layers(eca_resnet50_file):
     path, reference = eca_resnet50_file
     model = maskrcnn_eca_resnet50_fpn(num_classes=3, weights_backbone=path, trainable_backbone_layers=2, **SMALL)
@@ -224,6 +226,7 @@ def test_converted_folder_as_backbone_weights(tmp_path):
         f"written by `eca-timm convert`, or a checkpoint file of eca_resnet18")
 
 
+@pytest.mark.slow
 def test_the_documented_backbone_weights_work(tmp_path, monkeypatch):
     """docs/detection.md's Python example, run as written: the release file, and the folder convert writes from it."""
     from official_eca import official_resnet, randomize_, save_official
@@ -323,6 +326,7 @@ def _read_summary(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_eval_predict_on_shapes(shapes, tmp_path):
     images, ann = shapes
     out = str(tmp_path / 'output' / 'shapes')  # the run folder: --output/--experiment

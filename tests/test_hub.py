@@ -283,6 +283,7 @@ def checkout_hub(tmp_path, monkeypatch):
     _pretrained.load_manifest.cache_clear()
 
 
+@pytest.mark.slow
 def test_publish_uploads_through_huggingface_hub(tmp_path, fake_hub, checkout_hub):
     """What reaches the Hub's HTTP API through huggingface_hub's own HfApi: the private repo, the branch, one
     commit with the card, config, weights and args; a repo that has a card and weights is left alone unless
@@ -357,6 +358,7 @@ OFFLINE_CHECK = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_offline_round_trip_through_hub_cache(tmp_path):
     source = _randomized('eca_resnet50', 5)
     src = tmp_path / 'eca_resnet50.pth.tar'

@@ -55,6 +55,7 @@ def wheel_site(tmp_path_factory) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_wheel_imports_and_finds_its_data_without_the_checkout(wheel_site, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     env['PYTHONPATH'] = str(wheel_site)
@@ -75,6 +76,7 @@ def test_wheel_imports_and_finds_its_data_without_the_checkout(wheel_site, tmp_p
     assert result['manifest_tags'] == sorted(manifest['weights'])
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_data_files_and_license(wheel_site):
     pkg = wheel_site / 'eca_timm'
     for rel in ('hub_data/manifest.json', 'hub_data/model_card.md', 'data/fashion_mnist_subset.npz',

@@ -81,6 +81,7 @@ def test_quickstart_refuses_a_used_folder(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['old.txt']
 
 
+@pytest.mark.slow
 def test_a_failed_step_shows_its_log_and_removes_what_it_wrote(timm_scripts, tmp_path, capsys):
     """train.py fails after the data was written: the log's end is shown, OUT is gone, the rerun can start."""
     recipe = tmp_path / 'recipe.yaml'
@@ -96,6 +97,7 @@ def test_a_failed_step_shows_its_log_and_removes_what_it_wrote(timm_scripts, tmp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_quickstart_end_to_end(timm_scripts, tmp_path, capsys):
     """Train 1 epoch with train.py, validate, publish --dry-run, reload with local-dir: and validate again."""
     result = quickstart(tmp_path / 'qs', epochs=1, scripts_dir=timm_scripts)

@@ -60,6 +60,12 @@ def test_publish_names_a_corrupt_file(tmp_path, capsys):
     (run / 'args.yaml').write_text('model: [unclosed\n')
     assert console(['publish', str(run), '--repo-id', 'me/x', '--dry-run', '--out', str(tmp_path / 'o1')]) == 2
     assert f'{run / "args.yaml"} is not valid YAML' in _one_line_error(capsys, 'publish')
+    for content, says in ((b'model: caf\xe9\n', 'is not UTF-8 text (byte 10: '), (b'', "is empty: expected train.py's "
+                          "args.yaml"), (b'- eca_resnet18\n',
+                          "is not train.py's args.yaml (its arguments): it holds a YAML list")):
+        (run / 'args.yaml').write_bytes(content)  # the reader of every train.py args.yaml (plot, quickstart too)
+        assert console(['publish', str(run), '--repo-id', 'me/x', '--dry-run', '--out', str(tmp_path / 'o1')]) == 2
+        assert f'{run / "args.yaml"} {says}' in _one_line_error(capsys, 'publish')
     _train_folder(tmp_path / 'run2')
     (tmp_path / 'run2' / 'summary.csv').write_text('epoch,eval_top1\n0,abc\n')
     assert console(['publish', str(tmp_path / 'run2'), '--repo-id', 'me/x', '--dry-run', '--out',
@@ -324,6 +330,7 @@ def test_interrupted_convert_and_publish_leave_nothing_behind(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ['eca_resnet18_k3577.pth.tar', 'hub', 'repo', 'run']
 
 
+@pytest.mark.slow
 def test_sigint_during_convert_leaves_nothing_behind(tmp_path):
     """Issue 20.17 with a real SIGINT: sent while convert writes its temporary folder."""
     import signal

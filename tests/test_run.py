@@ -61,6 +61,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, timeout: float = 24
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_train_killed_and_resumed(timm_scripts, tiny_data, tmp_path):
     out = tmp_path / 'runs'
     args = TRAIN_ARGS + ['--data-dir', str(tiny_data), '--epochs', '3', '--output', str(out), '--experiment', 'r']
@@ -105,6 +106,7 @@ def test_train_killed_and_resumed(timm_scripts, tiny_data, tmp_path):
     assert (val.stdout + val.stderr).count(f'Model {MODEL} created') == 1  # each log line once
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_training_with_one_line(timm_scripts, tiny_data, tmp_path):
     """train.py catches KeyboardInterrupt and returns as if done (exit 0); the runner ends it as interrupted."""
     run_dir = tmp_path / 'runs' / 'r'
@@ -123,6 +125,7 @@ def test_ctrl_c_ends_training_with_one_line(timm_scripts, tiny_data, tmp_path):
     assert torch.load(run_dir / 'last.pth.tar', map_location='cpu', weights_only=False)['epoch'] >= 0  # kept
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(timm_scripts, tiny_data, tmp_path):
     out = tmp_path / 'runs'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',

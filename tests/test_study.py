@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from eca_timm import cli
-from eca_timm._summary import read_summary
+from eca_timm._io import read_summary
 from eca_timm.train.datasets import write_image_folder
 from eca_timm.train.plot import plot_curves
 from eca_timm.train.report import aggregate
@@ -51,6 +51,7 @@ def _columns(summary: Path, col: str) -> np.ndarray:
         return np.array([float(r[col]) for r in csv.DictReader(f)])
 
 
+@pytest.mark.slow
 def test_study_runs_every_variant_and_seed(study):
     _, out, _ = study
     assert sorted(str(p.relative_to(out)) for p in out.glob('*/*/summary.csv')) == [
@@ -60,6 +61,7 @@ def test_study_runs_every_variant_and_seed(study):
     assert list(read_summary(out / 'eca' / 'seed1' / 'summary.csv')) == list(range(EPOCHS))
 
 
+@pytest.mark.slow
 def test_restarted_study_skips_finished_runs(study, capsys):
     _, out, argv = study
     before = {p: p.stat().st_mtime_ns for p in out.glob('*/*/summary.csv')}
@@ -69,6 +71,7 @@ def test_restarted_study_skips_finished_runs(study, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.glob('*/*/summary.csv')} == before
 
 
+@pytest.mark.slow
 def test_plot_curves_and_table_match_the_runs(study):
     _, out, _ = study
     assert cli.main(['plot', str(out)]) == 0
@@ -123,6 +126,7 @@ def test_study_with_bad_recipe_fails_before_training(tmp_path, timm_scripts, cap
     assert not (tmp_path / 'runs').exists()
 
 
+@pytest.mark.slow
 def test_killed_study_takes_its_trainer_along(tmp_path, timm_scripts):
     """SIGKILL of the study: its train.py child dies too (a rerun never finds two trainers on one run folder)."""
     data, _ = write_image_folder(tmp_path / 'data', 1, 1)

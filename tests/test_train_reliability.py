@@ -123,6 +123,7 @@ def test_a_run_folder_that_holds_a_run_is_refused_before_train_py_starts(tmp_pat
     assert {p.name: p.read_bytes() for p in run.iterdir()} == earlier  # nothing touched, no lock file either
 
 
+@pytest.mark.slow
 def test_one_trainer_per_run_folder(tmp_path, timm_scripts, data, capsys):
     """While a trainer holds the run folder's lock, a second one is refused (the OS drops the lock with the
     process, so a killed trainer never blocks a rerun)."""
@@ -169,6 +170,7 @@ def test_checkpoints_and_the_device_are_checked_before_the_script_starts(tmp_pat
         _check_checkpoint('--checkpoint', str(tmp_path / name))  # every format timm's loader reads passes
 
 
+@pytest.mark.slow
 def test_a_torchvision_dataset_offline_is_one_line(tmp_path, timm_scripts):
     """The CIFAR-10 recipes download their data; offline that is one line saying where to put it."""
     env = dict(os.environ, https_proxy='http://127.0.0.1:9', http_proxy='http://127.0.0.1:9', no_proxy='')

@@ -37,6 +37,7 @@ def folders(tmp_path_factory):
 
 
 @pytest.mark.parametrize('kind', ['converted', 'published'])
+@pytest.mark.slow
 def test_folder_loads_in_transformers_with_timms_outputs(folders, kind):
     folder = folders[kind]
     model, transform = _timm_view(folder)

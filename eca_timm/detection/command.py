@@ -1,7 +1,9 @@
 """``eca-timm detect train|eval|predict``: COCO-format training, COCO AP evaluation and drawn predictions.
 
 Each training run writes to its own folder under ``--output`` (``run_folder``: named as timm's train.py does);
-``--resume`` continues a run in its folder. Bad options and data are refused before any file is written.
+``--resume`` continues a run in its folder. Bad options and data are refused before any file is written: numeric
+options are checked for type and range (from the command line and a recipe alike), ``--model-kwargs`` items are
+timm's KEY=VALUE.
 
 Training options come from ``DEFAULTS``, then a recipe (``--config`` YAML whose keys are the option names with
 underscores), then the command line. ``torchrun --nproc-per-node N -m eca_timm.cli detect train ...`` trains
@@ -11,27 +13,27 @@ import argparse
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import yaml
-from timm.utils import random_seed, update_summary
+from timm.utils import ParseKwargs, random_seed, update_summary
 from timm.utils.distributed import init_distributed_device_so
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from .._io import atomic_write, check_writable, read_yaml_mapping
+from .._io import atomic_write, check_writable, read_yaml_mapping, write_json
 from .data import check_num_classes, collate_detection, load_coco_detection
 from .engine import (
     coco_evaluate, gather_results, load_checkpoint, load_detector, predict_coco_results, save_checkpoint,
     train_one_epoch)
 from .models import DETECTION_MODELS, check_detector_kwargs, check_weights_backbone, create_detection_model
-from .options import ModelKwargs, check_options
 from .predict import predict
 from .run_folder import check_resumed_summary, make_run_folder, plan_run_folder
 
-__all__ = ['DEFAULTS', 'register', 'train', 'evaluate', 'predict', 'load_detector']
+__all__ = ['DEFAULTS', 'OPTION_RANGES', 'ModelKwargs', 'check_options', 'register', 'train', 'evaluate', 'predict',
+           'load_detector']
 
 _logger = logging.getLogger('eca_timm.detection')
 
@@ -47,6 +49,45 @@ DEFAULTS: Dict[str, Any] = dict(
     workers=4, log_interval=20, eval_interval=1, seed=42, output='output/detection', experiment=None, resume=None,
     device='cuda' if torch.cuda.is_available() else 'cpu',
 )
+
+
+# Each numeric option: its type (list: of ints) and lowest value. 0 epochs would train nothing into a new run folder.
+OPTION_RANGES: Dict[str, Tuple[type, int]] = dict(
+    epochs=(int, 1), batch_size=(int, 1), lr=(float, 0), lr_base_batch=(int, 1), momentum=(float, 0),
+    weight_decay=(float, 0), lr_gamma=(float, 0), warmup_iters=(int, 0), warmup_factor=(float, 0), workers=(int, 0),
+    log_interval=(int, 1), eval_interval=(int, 0), seed=(int, 0), min_size=(int, 1), max_size=(int, 1),
+    lr_steps=(list, 0))
+_WHAT = {int: 'an int >= {}', float: 'a number >= {}', list: 'a list of ints >= {}'}
+
+
+def _fits(value: Any, kind: type, lowest: int) -> bool:
+    if kind is list:
+        return isinstance(value, list) and all(_fits(v, int, lowest) for v in value)
+    return type(value) in ((int,) if kind is int else (int, float)) and value >= lowest  # NaN is not >= lowest
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """A ValueError naming every option of the wrong type or range (a recipe's values never pass argparse)."""
+    problems = [f"{name} must be {_WHAT[kind].format(lowest)} (--{name.replace('_', '-')}, or a recipe's {name}), "
+                f"got {getattr(args, name)!r}"
+                for name, (kind, lowest) in OPTION_RANGES.items() if not _fits(getattr(args, name), kind, lowest)]
+    if not isinstance(args.model_kwargs, dict):
+        problems.append(f'model_kwargs must be a mapping of detector arguments, got {args.model_kwargs!r}')
+    if problems:
+        raise ValueError('; '.join(problems))
+
+
+class ModelKwargs(ParseKwargs):
+    """timm's KEY=VALUE parser (values read as Python literals, else kept as text); an item without ``=`` or with a
+    key that is no name is a usage error (timm's raises a bare unpacking ValueError)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        for value in values:
+            key, equals, _ = value.partition('=')
+            if value and not (equals and key.isidentifier()):
+                raise argparse.ArgumentError(self, f'expected KEY=VALUE items (e.g. fpn_channels=64), got {value!r}')
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -256,8 +297,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, float]:
     if is_main:
         print(json.dumps(metrics, indent=2))
         if args.metrics_file:
-            with atomic_write(args.metrics_file) as f:
-                f.write(json.dumps(metrics, indent=2).encode())
+            write_json(args.metrics_file, metrics)
     if distributed:
         torch.distributed.destroy_process_group()
     return metrics

@@ -5,6 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._torch_ops import accumulation_dtype
 from ._triton_kernels import (_affine_kernel, _channel_backward_kernel, _channel_stats_kernel, _gate_backward_kernel,
                               _gate_kernel, _grad_sums_kernel, _plane_stats_kernel)
 
@@ -35,8 +36,13 @@ def _memory_format(t: torch.Tensor) -> torch.memory_format:
         and not t.is_contiguous() else torch.contiguous_format
 
 
+_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+
 def _acc(t: torch.Tensor) -> Tuple[torch.dtype, 'tl.dtype']:
-    return (torch.float64, tl.float64) if t.dtype == torch.float64 else (torch.float32, tl.float32)
+    """The accumulation dtype for ``t`` (``accumulation_dtype``), as torch and as Triton dtype."""
+    acc = accumulation_dtype(t.dtype)
+    return acc, _TL_DTYPES[acc]
 
 
 def _tile(C: int, HW: int, channels_inner: bool) -> Tuple[int, int]:

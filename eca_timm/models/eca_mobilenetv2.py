@@ -16,7 +16,7 @@ from timm.models import register_model, generate_default_cfgs
 from timm.models._efficientnet_builder import decode_arch_def, efficientnet_init_weights
 from timm.models.efficientnet import EfficientNet
 
-from ..layers import EcaLayer, bn_eca_residual
+from ..layers import EcaLayer, bn_eca_residual, eca_residual
 from ._builder import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from ._pretrained import pretrained_cfgs
 from ._state_dict import KeyMapping, StateDict
@@ -74,12 +74,12 @@ class EcaInvertedResidual(nn.Module):
         x = self.bn1(self.conv_pw(x))
         x = self.bn2(self.conv_dw(x))
         x = self.conv_pwl(x)
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting():  # TorchScript cannot compile the fused step's Python: the plain ops
             x = self.bn3(x)
             gate = self.eca.gate(x)
-            if shortcut is None:
-                return x * gate
-            return torch.addcmul(shortcut, x, self.drop_path(gate))
+            if shortcut is not None:
+                gate = self.drop_path(gate)
+            return eca_residual(x, gate, shortcut)
         # ECA's scale fused into the residual add; drop path scales the per-sample gate.
         return bn_eca_residual(x, self.bn3, self.eca, shortcut, self.drop_path if self.has_skip else None)
 

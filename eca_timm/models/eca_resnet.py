@@ -14,7 +14,7 @@ from timm.layers import register_notrace_module
 from timm.models import register_model, generate_default_cfgs
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..layers import EcaLayer, bn_eca_residual, conv_input_mean
+from ..layers import EcaLayer, bn_eca_residual, conv_input_mean, eca_residual
 from ._builder import RELEASED_KERNEL_SIZES, StageKernelSizes, build_eca_model, eca_cfg, resolve_stage_kernel_sizes
 from ._pretrained import pretrained_cfgs
 from ._state_dict import CheckpointMatch, KeyMapping, StateDict
@@ -42,15 +42,13 @@ class EcaBasicBlock(BasicBlock):
         x = self.conv2(x)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting():  # TorchScript cannot compile the fused step's Python: the plain ops
             x = self.bn2(x)
             gate = self.se.gate(x)
             if self.drop_path is not None:
                 gate = self.drop_path(gate)
-            x = self.act2(torch.addcmul(shortcut, x, gate))
-        else:
-            x = bn_eca_residual(x, self.bn2, self.se, shortcut, self.drop_path, act=self.act2)
-        return x
+            return self.act2(eca_residual(x, gate, shortcut))
+        return bn_eca_residual(x, self.bn2, self.se, shortcut, self.drop_path, act=self.act2)
 
 
 @register_notrace_module
@@ -78,15 +76,13 @@ class EcaBottleneck(Bottleneck):
         x = self.conv3(x)
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting():  # TorchScript cannot compile the fused step's Python: the plain ops
             x = self.bn3(x)
             gate = self.se.gate(x)
             if self.drop_path is not None:
                 gate = self.drop_path(gate)
-            x = self.act3(torch.addcmul(shortcut, x, gate))
-        else:
-            x = bn_eca_residual(x, self.bn3, self.se, shortcut, self.drop_path, self.conv3, z_mean, act=self.act3)
-        return x
+            return self.act3(eca_residual(x, gate, shortcut))
+        return bn_eca_residual(x, self.bn3, self.se, shortcut, self.drop_path, self.conv3, z_mean, act=self.act3)
 
 
 # Block and blocks per stage of each depth (kernel sizes: RELEASED_KERNEL_SIZES).

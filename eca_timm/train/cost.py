@@ -11,7 +11,6 @@ baseline the median of the per-round ratios. The results are JSON in bench's lay
 ``eca-timm bench`` whose model labels match the variants (or their models) can be passed instead.
 """
 import datetime
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -20,11 +19,11 @@ import timm
 import torch
 from timm.data import resolve_data_config
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .. import models as _models  # noqa: F401  (registers the plugin's models with timm)
-from .._io import atomic_write
-from .._timing import check_device, clock as make_clock, device_name, interleaved_times, make_step, summarize
+from .._io import write_json
+from .._measure import (check_device, clock as make_clock, device_name, interleaved_times, make_step,
+                        params_and_flops, summarize)
 
 __all__ = ['ModelSpec', 'spec_from_args', 'count_cost', 'measure_throughput', 'write_cost_json', 'read_throughput']
 
@@ -58,10 +57,8 @@ def spec_from_args(args: Mapping[str, Any]) -> ModelSpec:
 
 def count_cost(spec: ModelSpec) -> Tuple[int, float]:
     """(parameters, GMACs of one image at the study's input size), counted on the meta device."""
-    model = spec.create(device='meta').eval()
-    with FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, *spec.input_size, device='meta'))
-    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 2e9
+    params, flops = params_and_flops(spec.create(device='meta'), spec.input_size)
+    return params, flops / 2e9
 
 
 def _time_phase(specs: Mapping[str, ModelSpec], reference: str, phase: str, dev: torch.device, batch_size: int,
@@ -118,8 +115,8 @@ def measure_throughput(
 
 
 def write_cost_json(report: Mapping[str, Any], path: os.PathLike) -> None:
-    with atomic_write(path) as f:
-        f.write((json.dumps(report, indent=1) + '\n').encode())
+    """``measure_throughput``'s report as JSON in ``path`` (bench's layout), atomically."""
+    write_json(path, report, indent=1)
 
 
 def read_throughput(report: Mapping[str, Any], models: Mapping[str, str],

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from .._io import atomic_write, read_json
-from .._timing import CLOCKS, check_device
+from .._measure import CLOCKS, check_device
 from .cost import measure_throughput, spec_from_args, write_cost_json
 from .report import StudyReport, VariantCurves, aggregate, build_report, choose_baseline, results_markdown
 from .stats import mean_ci, require_scipy

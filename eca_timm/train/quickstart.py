@@ -22,7 +22,7 @@ from typing import Any, List, Optional
 
 import timm
 
-from .._io import read_json, read_text, read_yaml_mapping
+from .._io import read_json, read_text, read_train_args
 from .datasets import write_image_folder
 from .preflight import check_runnable, check_train_args, scheduled_epochs
 from .run import EpochProgress, default_scripts_cache, find_scripts_dir, recipe_file, run_child
@@ -132,7 +132,7 @@ def _steps(out: Path, scripts: Path, train_args: List[str], epochs: int, start: 
     _runner(out, 'train', scripts, 'train.py', train_args + ['--data-dir', str(data)],
             EpochProgress(run_dir / 'summary.csv', epochs, 'train.py', _say))
     train_minutes = (time.monotonic() - t) / 60
-    args = read_yaml_mapping(run_dir / 'args.yaml', "train.py's args.yaml")
+    args = read_train_args(run_dir / 'args.yaml')
     model_args = ['--num-classes', str(args['num_classes']), '--input-size', *map(str, args['input_size']),
                   '--mean', *map(str, args['mean']), '--std', *map(str, args['std']),
                   '--crop-pct', str(args['crop_pct']), '--batch-size', str(args['batch_size'])]

@@ -15,8 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .._io import read_yaml_mapping
-from .._summary import read_summary
+from .._io import read_summary, read_train_args
 from .cost import count_cost, read_throughput, spec_from_args
 from .stats import ALPHA, Difference, compare, min_p_value
 
@@ -71,7 +70,7 @@ class StudyReport:
 
 def _read_args(run: Path) -> Dict[str, Any]:
     path = run / 'args.yaml'
-    return read_yaml_mapping(path, "train.py's args.yaml (its arguments)") if path.is_file() else {}
+    return read_train_args(path) if path.is_file() else {}
 
 
 def aggregate(study_dir: os.PathLike) -> List[VariantCurves]:

@@ -30,8 +30,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import timm
 import torch
 
+from .._io import read_summary
 from .._resources import RECIPES, data_file, data_path
-from .._summary import read_summary
 from .preflight import check_run_folder, check_runnable, check_train_args, parse_script_args, run_folder, script_argv
 
 __all__ = [

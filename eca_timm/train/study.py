@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .._summary import read_summary
+from .._io import read_summary
 from .preflight import RUN_FILES, check_runnable, check_train_args, scheduled_epochs
 from .run import POLL_S, EpochProgress, recipe_file, resolve_script, run_child, run_folder_lock
 

@@ -1,12 +1,11 @@
 """Model cards of published weights: what a Hub folder says about its weights (``WeightsInfo``), rendered from
 ``hub/model_card.md`` with huggingface_hub's ``ModelCard.from_template`` (metadata from ``ModelCardData``)."""
-import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-import torch
 from torch import nn
 
+from .._measure import params_and_flops
 from .._resources import HUB_DATA, data_path
 from ..models import did_you_mean
 
@@ -56,17 +55,6 @@ def _in_chans(model: nn.Module) -> int:
         return int(model.get_submodule(first).weight.shape[1]) if first else 3
     except AttributeError:
         return 3
-
-
-def _compute(model: nn.Module, img_size: int) -> Tuple[int, float]:
-    """Parameters and GMACs of ``model`` at ``img_size`` (torch's FlopCounterMode on a meta-device copy)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    params = sum(p.numel() for p in model.parameters())
-    meta = copy.deepcopy(model).to('meta').eval()
-    in_chans = _in_chans(model)
-    with FlopCounterMode(display=False) as counter:
-        meta(torch.empty(1, in_chans, img_size, img_size, device='meta'))
-    return params, counter.get_total_flops() / 2e9
 
 
 def check_card_fields(dataset: Optional[str], license: Optional[str], origin: str = '--dataset') -> None:
@@ -136,7 +124,8 @@ def render_model_card(model: nn.Module, repo_id: str, info: WeightsInfo, local_d
     from huggingface_hub import ModelCard
     cfg = model.pretrained_cfg
     input_size = tuple((info.data_config or {}).get('input_size') or cfg.get('input_size', (3, 224, 224)))
-    params, gmacs = _compute(model, input_size[-1])
+    in_chans = _in_chans(model)
+    params, flops = params_and_flops(model, (in_chans, *input_size[1:]))
     name = repo_id.split('/')[-1]
     if info.recipe:
         recipe_md = '\n'.join(f'- {k}: `{v}`' for k, v in effective_recipe(info.recipe).items())
@@ -165,14 +154,13 @@ def render_model_card(model: nn.Module, repo_id: str, info: WeightsInfo, local_d
         description = (
             f'Image classification weights for `{cfg.get("architecture")}`, a baseline of the eca-timm attention '
             f'study (no ECA), for timm via the `eca_timm` plugin.')
-    in_chans = _in_chans(model)
     size = ' x '.join(map(str, input_size[1:]))
     with data_path(HUB_DATA, 'model_card.md') as template:
         card = ModelCard.from_template(
             _card_data(name, info, eca), template_path=str(template), repo_name=name, description=description,
             architecture=cfg.get('architecture'),
             kernel_sizes=', '.join(map(str, getattr(model, 'eca_kernel_sizes', ()))) or 'none (a study baseline)',
-            params_m=f'{params / 1e6:.2f}', gmacs=f'{gmacs:.2f}', img_size=input_size[-1],
+            params_m=f'{params / 1e6:.2f}', gmacs=f'{flops / 2e9:.2f}', img_size=input_size[-1],
             input_size=' x '.join(map(str, input_size)), num_classes=model.num_classes,
             data=(info.dataset or 'not recorded') + (f' ({info.data_note})' if info.data_note else ''),
             source=src, recipe=recipe_md, results=results,

@@ -12,8 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from .._io import read_json
-from .._summary import read_summary
+from .._io import read_json, read_summary, read_train_args
 from ..models._state_dict import remap_checkpoint
 from .card import WeightsInfo, check_card_fields
 from .checkpoint import check_model_name, fit_exactly, read_checkpoint
@@ -61,17 +60,6 @@ def _base_model(name: str, args: Dict[str, Any]) -> Optional[str]:
     import timm
     cfg = timm.models.get_pretrained_cfg(name)
     return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
-
-
-def _read_args(path: Path) -> Dict[str, Any]:
-    import yaml
-    try:
-        args = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f'{path} is not valid YAML ({" ".join(str(e).split())}); fix or remove it') from e
-    if args is not None and not isinstance(args, dict):
-        raise ValueError(f'{path} is not a train.py args.yaml (a mapping of argument names to values)')
-    return args or {}
 
 
 def _create(model_name: str, state_dict: Dict[str, torch.Tensor], ckpt: Path, **kwargs: Any) -> nn.Module:
@@ -171,7 +159,7 @@ def load_publish_source(
         if ckpt is None:
             raise FileNotFoundError(f'{src} has neither model_best.pth.tar nor last.pth.tar (nor config.json)')
         if (src / 'args.yaml').is_file():
-            args = _read_args(src / 'args.yaml')
+            args = read_train_args(src / 'args.yaml')
     elif src.is_file():
         ckpt = src
     else:

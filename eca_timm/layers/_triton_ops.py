@@ -1,20 +1,19 @@
-"""The Triton kernels of the fused ECA step as ``torch.library`` custom ops, with fake kernels and autograd.
+"""The fused ECA step's CUDA path: the Triton kernels as ``torch.library`` custom ops, with fake kernels and autograd.
 
 ``torch.ops.eca_timm.bn_eca_residual`` and its backward are single ops to torch.compile: no graph break, and
-inductor plans memory around them as around any aten op. Imported by ``fused`` only where Triton can run.
+inductor plans memory around them as around any aten op. ``triton_bn_eca_residual`` calls the op for a block's
+modules. Imported by ``fused`` only where Triton can run.
 """
 from typing import Any, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import _triton_launch
+from ._torch_ops import accumulation_dtype, batch_norm_step
+from .eca import EcaLayer
 
-__all__ = ['bn_eca_residual', 'bn_eca_residual_backward']
-
-
-def _acc(c: Tensor) -> torch.dtype:
-    return torch.float64 if c.dtype == torch.float64 else torch.float32
+__all__ = ['bn_eca_residual', 'bn_eca_residual_backward', 'triton_bn_eca_residual']
 
 
 @torch.library.custom_op('eca_timm::bn_eca_residual', mutates_args=())
@@ -32,7 +31,7 @@ def bn_eca_residual(c: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
 @bn_eca_residual.register_fake
 def _(c, weight, bias, eca_weight, shortcut, mask, mean, var, eps, relu):
     n = c.shape[1] if mean is None else 0
-    acc = _acc(c)
+    acc = accumulation_dtype(c.dtype)
     return torch.empty_like(c), c.new_empty(c.shape[:2], dtype=acc), c.new_empty(n, dtype=acc), \
         c.new_empty(n, dtype=acc)
 
@@ -53,7 +52,7 @@ def bn_eca_residual_backward(grad: Tensor, out: Optional[Tensor], c: Tensor, cen
 
 @bn_eca_residual_backward.register_fake
 def _(grad, out, c, centered, mean, var, weight, bias, eca_weight, mask, eps, batch_stats):
-    acc = _acc(c)
+    acc = accumulation_dtype(c.dtype)
     return (torch.empty_like(c), torch.empty_like(c) if out is not None else c.new_empty(0, dtype=c.dtype),
             c.new_empty(c.shape[1] if weight is not None else 0, dtype=acc),
             c.new_empty(c.shape[1] if bias is not None else 0, dtype=acc), c.new_empty(eca_weight.numel(), dtype=acc))
@@ -81,3 +80,24 @@ def _backward(ctx: Any, grad: Tensor, *_: Any) -> Tuple[Optional[Tensor], ...]:
 
 
 bn_eca_residual.register_autograd(_backward, setup_context=_setup_context)
+
+
+def triton_bn_eca_residual(c: Tensor, bn: nn.Module, eca: EcaLayer, shortcut: Optional[Tensor],
+                           drop_path: Optional[nn.Module], relu: bool) -> Tensor:
+    """``relu?(shortcut + drop_path(eca(bn(c))))`` for a plain BatchNorm ``bn``: the op, then BatchNorm's running
+    averages."""
+    momentum, batch_stats, keep_running = batch_norm_step(bn)
+    n = c.numel() // c.shape[1]
+    if batch_stats and n <= 1:
+        raise ValueError(f'Expected more than 1 value per channel when training, got input size {list(c.shape)}')
+    mask = None
+    if drop_path is not None and not isinstance(drop_path, nn.Identity):
+        mask = drop_path(c.new_ones(c.shape[0], 1, dtype=accumulation_dtype(c.dtype))).view(-1)
+    out, _, batch_mean, batch_var = torch.ops.eca_timm.bn_eca_residual(
+        c, bn.weight, bn.bias, eca.conv.weight, shortcut, mask, None if batch_stats else bn.running_mean,
+        None if batch_stats else bn.running_var, bn.eps, relu)
+    if batch_stats and keep_running and bn.running_mean is not None:
+        with torch.no_grad():
+            bn.running_mean.lerp_(batch_mean.to(bn.running_mean.dtype), momentum)
+            bn.running_var.lerp_((batch_var * (n / (n - 1))).to(bn.running_var.dtype), momentum)
+    return out

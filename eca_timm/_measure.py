@@ -1,27 +1,41 @@
-"""Interleaved throughput timing, shared by ``eca-timm bench`` and the study report's cost measurement.
+"""What a model costs: its parameters and FLOPs, counted, and its throughput, timed; shared by ``eca-timm models``,
+``eca-timm bench``, the model cards and the study report.
 
-A step is one inference forward or one training step (forward, cross-entropy, backward, SGD step, as timm's
-benchmark.py). Every model of a setting is timed once per round in a rotated order, with ``torch.utils.benchmark``'s
+Counts come from torch's ``FlopCounterMode`` on the meta device (no memory, no compute). A timed step is one
+inference forward or one training step (forward, cross-entropy, backward, SGD step, as timm's benchmark.py). Every
+model of a setting is timed once per round in a rotated order, with ``torch.utils.benchmark``'s
 ``blocked_autorange``, so load changes on a shared machine hit all of them alike; img/s comes from the median over
 rounds, ratios are the median of the per-round ratios to the reference.
 """
+import copy
 import logging
 import platform
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['CLOCKS', 'check_device', 'clock', 'device_name', 'interleaved_times', 'make_step', 'summarize']
+__all__ = ['CLOCKS', 'check_device', 'clock', 'device_name', 'interleaved_times', 'make_step', 'params_and_flops',
+           'summarize']
 
 # 'wall': torch.utils.benchmark's default clock (synchronizes the accelerator). 'cpu': this process's CPU time,
 # which other processes on a shared machine barely disturb (best with one thread: no OpenMP spin-waiting).
 CLOCKS = ('wall', 'cpu')
 
 Step = Callable[[], Any]
+
+
+def params_and_flops(model: nn.Module, input_size: Sequence[int]) -> Tuple[int, int]:
+    """(parameters, FLOPs of one forward of one ``input_size`` = (C, H, W) image), counted on a meta-device copy of
+    ``model`` in eval mode (``model`` itself is untouched); MACs are FLOPs / 2."""
+    meta = copy.deepcopy(model).to('meta').eval()
+    with FlopCounterMode(display=False) as counter:
+        meta(torch.empty(1, *input_size, device='meta'))
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops()
 
 
 def _benchmark_module() -> Any:
