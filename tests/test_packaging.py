@@ -86,3 +86,13 @@ def test_wheel_ships_the_data_files_and_license(wheel_site):
     licenses = list(dist_info.rglob('LICENSE'))
     assert licenses and 'MIT License' in licenses[0].read_text()
     assert 'License-Expression: MIT' in (dist_info / 'METADATA').read_text()
+
+
+def test_every_recipe_folder_is_a_listed_package():
+    """setuptools warns ("Package would be ignored") for a data folder that is not in ``packages``: a new recipe
+    folder goes into pyproject.toml's list too."""
+    tomllib = pytest.importorskip('tomllib')  # Python 3.11+
+    packages = set(tomllib.loads((ROOT / 'pyproject.toml').read_text())['tool']['setuptools']['packages'])
+    folders = {f'eca_timm.train_configs.{d.name}' for d in (ROOT / 'train_configs').iterdir()
+               if d.is_dir() and not d.name.startswith(('.', '_'))}
+    assert folders and folders - packages == set()
